@@ -1,0 +1,1 @@
+"""Keeps Moodle LMS in sync with Zoho CRM for colleges."""
