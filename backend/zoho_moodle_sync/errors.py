@@ -10,9 +10,9 @@
     │   ├── BodyTooLarge           413  over the configured body size
     │   ├── UnsupportedMediaType   415  a content type we cannot read
     │   └── Unprocessable          422  readable but unusable (batch too long, unknown module, ...)
-    ├── ConfigurationError         our own settings or a tenant's mapping are wrong (operator's fault)
-    ├── RetryableError             an outside system failed in a way that may pass: retry with backoff
-    │   ├── MoodleUnavailable      network error, timeout, HTTP 5xx, a reply that is not Moodle's JSON
+    ├── ConfigurationError         our settings or a tenant's mapping are wrong (operator's fault)
+    ├── RetryableError             an outside system failed in a way that may pass: retry later
+    │   ├── MoodleUnavailable      network error, timeout, HTTP 5xx, a reply that is not JSON
     │   └── ZohoUnavailable        network error, timeout, HTTP 5xx
     │       └── ZohoRateLimited    429 / TOO_MANY_REQUESTS (with the delay Zoho asked for, if any)
     └── PermanentError             an outside system refused; retrying the same thing cannot help
@@ -20,7 +20,7 @@
         │   └── MoodleAccessDenied the token or the service user's capabilities are wrong: pause the
         │                          tenant's delivery instead of failing every job
         └── ZohoRejected           Zoho answered with an error code (code, message, HTTP status)
-            └── ZohoAuthError      OAuth refresh or token refused (bad client, revoked refresh token)
+            └── ZohoAuthError      OAuth refresh or token refused (bad client, revoked token)
 
 `RequestRejected` is turned into an HTTP answer in exactly one place, `api.app`. Messages never
 contain a secret: the classes below take only what is safe to show.
@@ -45,6 +45,8 @@ class RequestRejected(SyncServiceError):
         super().__init__(message)
         self.message = message
         self.details = details
+        self.event_id: int | None = None
+        """The stored inbound event this refusal is about, when there is one."""
 
 
 class MalformedBody(RequestRejected):

@@ -1,0 +1,75 @@
+"""The FastAPI application: wiring of settings, database, routes and background upkeep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from zoho_moodle_sync import __version__, ingress, tenants
+from zoho_moodle_sync.api.responses import install_error_handlers
+from zoho_moodle_sync.api.routes import health, records, sync
+from zoho_moodle_sync.db import migrate
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def prepare_database(db: Database, settings: Settings) -> None:
+    """Migrate (when enabled) and make sure the default tenant exists."""
+    if settings.auto_migrate:
+        migrate.upgrade(db.engine)
+    with db.sessions.begin() as session:
+        tenants.ensure(session, settings.default_tenant)
+
+
+async def _sweep_forever(db: Database, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            released = await run_in_threadpool(ingress.sweep_all_tenants, db)
+            if released:
+                log.info("parked-record sweep released %d record(s)", released)
+        except Exception:
+            log.exception("parked-record sweep failed; will try again")
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = db or Database.from_settings(settings)
+        await run_in_threadpool(prepare_database, database, settings)
+        app.state.db = database
+        sweeper = None
+        if settings.parked_sweep_seconds > 0:
+            sweeper = asyncio.create_task(_sweep_forever(database, settings.parked_sweep_seconds))
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            if db is None:
+                database.dispose()
+
+    app = FastAPI(
+        title="Zoho → Moodle sync",
+        version=__version__,
+        description="Keeps Moodle LMS in sync with Zoho CRM. Records come in from Zoho, are "
+        "validated, fingerprinted and stored per tenant, and drive Moodle.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(sync.router)
+    app.include_router(records.router)
+    return app

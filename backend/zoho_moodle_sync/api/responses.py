@@ -1,0 +1,86 @@
+"""JSON responses encoded with orjson, and the one place errors become HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+
+from zoho_moodle_sync.errors import ConfigurationError, RequestRejected
+
+log = logging.getLogger(__name__)
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    return Response(
+        content=orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    *,
+    details: Any = None,
+    event_id: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    if event_id is not None:
+        error["event_id"] = event_id
+    response = json_response({"error": error}, status_code)
+    response.headers.update(headers or {})
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestRejected)
+    async def _rejected(_request: Request, exc: RequestRejected) -> Response:
+        return error_response(
+            exc.status_code, exc.code, exc.message, details=exc.details, event_id=exc.event_id
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> Response:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        return error_response(422, "unprocessable", "The request is invalid", details=details)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> Response:
+        return error_response(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_request: Request, exc: OperationalError) -> Response:
+        log.error("database unavailable: %s", exc.orig or exc)
+        return error_response(
+            503,
+            "database_unavailable",
+            "The database is unavailable; try again shortly",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(ConfigurationError)
+    async def _misconfigured(_request: Request, exc: ConfigurationError) -> Response:
+        log.error("configuration error: %s", exc)
+        return error_response(500, "configuration_error", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(
+            500,
+            "internal_error",
+            "Unexpected error; the request was stored and can be replayed once this is fixed",
+        )

@@ -1,0 +1,44 @@
+"""`GET /v1/records/{entity}/{zoho_id}`: a record's stored state, parking and outcome history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from zoho_moodle_sync import records
+from zoho_moodle_sync.api.deps import DatabaseDep, TenantDep
+from zoho_moodle_sync.api.responses import json_response
+from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.errors import NotFound
+
+router = APIRouter(prefix="/v1/records", tags=["records"])
+
+
+@router.get("/{entity}/{zoho_id}", summary="What the service knows about one Zoho record")
+async def get_record(
+    entity: str,
+    zoho_id: str,
+    resolution: TenantDep,
+    db: DatabaseDep,
+    history: int = Query(default=50, ge=0, le=1000, description="How many outcomes to list"),
+) -> Response:
+    if resolution.error is not None:
+        raise resolution.error
+    assert resolution.tenant is not None
+    spec = ENTITY_BY_KEY.get(entity)
+    if spec is None:
+        raise NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+    tenant_id = resolution.tenant.id
+
+    def load() -> dict[str, Any] | None:
+        with db.sessions() as session:
+            return records.describe(
+                session, tenant_id=tenant_id, entity=spec, zoho_id=zoho_id, history=history
+            )
+
+    view = await run_in_threadpool(load)
+    if view is None:
+        raise NotFound(f"no {spec.label} {zoho_id} has reached this service")
+    return json_response(view)

@@ -1,0 +1,91 @@
+"""`POST /v1/sync/{entity}`: Zoho API records in, one outcome per record out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from zoho_moodle_sync import ingress
+from zoho_moodle_sync.api.deps import DatabaseDep, InboundDep, SettingsDep, TenantDep
+from zoho_moodle_sync.api.responses import json_response
+from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.errors import BodyTooLarge, NotFound, RequestRejected
+
+router = APIRouter(prefix="/v1/sync", tags=["sync"])
+
+
+@router.post(
+    "/{entity}",
+    summary="Store Zoho records of one entity",
+    response_description="One result per record, in request order, and a summary",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "data": {
+                                "type": "array",
+                                "items": {"type": "object"},
+                                "description": "Records in the Zoho CRM API shape",
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def sync_entity(
+    entity: str,
+    inbound: InboundDep,
+    resolution: TenantDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+) -> Response:
+    """Each record comes back `NEW`, `UPDATED` (with `changes`), `UNCHANGED`, `INVALID` (with
+    `errors`), `SKIPPED` (parked until its dependencies arrive, with `reason`) or `STALE`.
+    Parked records that this request's records released are listed under `released`."""
+    spec = ENTITY_BY_KEY.get(entity)
+    tenant = resolution.tenant
+    event_id = await run_in_threadpool(
+        ingress.store_inbound,
+        db,
+        inbound,
+        tenant_id=tenant.id if tenant else None,
+        entity=spec.key if spec else None,
+    )
+    refusal: RequestRejected | None = None
+    if resolution.error is not None:
+        refusal = resolution.error
+    elif spec is None:
+        refusal = NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+    elif inbound.body_truncated:
+        refusal = BodyTooLarge(
+            f"Body is over the limit of {settings.max_body_bytes} bytes; split the batch"
+        )
+    if refusal is not None:
+        await run_in_threadpool(ingress.mark_rejected, db, event_id, refusal)
+        refusal.event_id = event_id
+        raise refusal
+    assert tenant is not None
+    assert spec is not None
+    try:
+        report = await run_in_threadpool(
+            lambda: ingress.run_sync(
+                db,
+                tenant=tenant,
+                entity=spec,
+                event_id=event_id,
+                body=inbound.body,
+                content_type=inbound.content_type,
+                max_records=settings.max_batch_records,
+            )
+        )
+    except RequestRejected as error:
+        error.event_id = event_id
+        raise
+    return json_response(report.as_dict())

@@ -1,0 +1,253 @@
+"""The `zoho-moodle-sync` command: serve, database, tenants, inbound events, parked records."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from zoho_moodle_sync import ingress, tenants
+from zoho_moodle_sync.db import migrate
+from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.errors import SyncServiceError
+from zoho_moodle_sync.settings import Settings, get_settings
+
+app = typer.Typer(help="Keeps Moodle LMS in sync with Zoho CRM.", no_args_is_help=True)
+db_app = typer.Typer(help="Create, upgrade or inspect the database schema.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Manage tenants (schools).", no_args_is_help=True)
+events_app = typer.Typer(help="Inspect and replay stored inbound requests.", no_args_is_help=True)
+parked_app = typer.Typer(help="Records waiting for their dependencies.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(events_app, name="events")
+app.add_typer(parked_app, name="parked")
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="Overrides DATABASE_URL for this command.")
+]
+
+
+def _settings(database_url: str | None = None) -> Settings:
+    settings = get_settings()
+    if database_url:
+        settings = Settings(**{**settings.model_dump(), "database_url": database_url})
+    return settings
+
+
+def _database(database_url: str | None = None) -> Database:
+    return Database.from_settings(_settings(database_url))
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+) -> None:
+    """Run the HTTP API (migrating the database first unless AUTO_MIGRATE=false)."""
+    import uvicorn
+
+    from zoho_moodle_sync.api.app import create_app
+
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=access_log,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create the database or bring it to the latest schema; creates the default tenant."""
+    settings = _settings(database_url)
+    db = Database.from_settings(settings)
+    migrate.upgrade(db.engine, revision)
+    with db.sessions.begin() as session:
+        tenants.ensure(session, settings.default_tenant)
+    typer.echo(f"database at revision {migrate.current_revision(db.engine)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Step the schema back to an earlier revision (drops what later revisions added)."""
+    db = _database(database_url)
+    migrate.downgrade(db.engine, revision)
+    typer.echo(f"database at revision {migrate.current_revision(db.engine)}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """Print the schema revision of the database and the newest one this version knows."""
+    db = _database(database_url)
+    typer.echo(f"current: {migrate.current_revision(db.engine)}  head: {migrate.head_revision()}")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    slug: str,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a tenant."""
+    with _database(database_url).sessions.begin() as session:
+        tenant = tenants.create(session, slug=slug, name=name)
+        typer.echo(f"created tenant {tenant.slug} (id {tenant.id})")
+
+
+@tenant_app.command("list")
+def tenant_list(database_url: DatabaseUrl = None) -> None:
+    """List tenants."""
+    with _database(database_url).sessions() as session:
+        for tenant in tenants.list_all(session):
+            state = "disabled" if tenant.disabled_at else "active"
+            typer.echo(f"{tenant.slug}\t{state}\t{tenant.name}")
+
+
+@tenant_app.command("show")
+def tenant_show(slug: str, database_url: DatabaseUrl = None) -> None:
+    """Show a tenant and its field mapping."""
+    with _database(database_url).sessions() as session:
+        tenant = tenants.get_by_slug(session, slug)
+        if tenant is None:
+            _fail(f"no tenant {slug!r}")
+            return
+        _print_json(
+            {
+                "slug": tenant.slug,
+                "name": tenant.name,
+                "disabled_at": tenant.disabled_at,
+                "mapping": tenants.mapping_of(tenant.config).model_dump(exclude_defaults=True),
+            }
+        )
+
+
+@tenant_app.command("set-mapping")
+def tenant_set_mapping(
+    slug: str,
+    mapping_file: Annotated[Path, typer.Argument(help="JSON file with the field mapping.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Replace a tenant's field mapping (module, field and status-value overrides)."""
+    try:
+        document = json.loads(mapping_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {mapping_file}: {exc}")
+        return
+    with _database(database_url).sessions.begin() as session:
+        tenant = tenants.get_by_slug(session, slug)
+        if tenant is None:
+            _fail(f"no tenant {slug!r}")
+            return
+        tenants.set_mapping(session, tenant, document)
+    typer.echo(f"mapping of {slug} updated")
+
+
+@events_app.command("list")
+def events_list(
+    status: Annotated[
+        str | None, typer.Option(help="received, processed, rejected or failed.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List stored inbound requests, newest first."""
+    with _database(database_url).sessions() as session:
+        for event in ingress.list_events(session, status=status, limit=limit):
+            typer.echo(
+                f"{event.id}\t{event.received_at:%Y-%m-%d %H:%M:%S}\t{event.status}\t"
+                f"{event.http_status or '-'}\t{event.method} {event.route}\t{event.body_size} bytes"
+            )
+
+
+@events_app.command("show")
+def events_show(
+    event_id: int,
+    body: Annotated[bool, typer.Option(help="Print the stored body too.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show one stored inbound request."""
+    with _database(database_url).sessions() as session:
+        event = session.get(InboundEvent, event_id)
+        if event is None:
+            _fail(f"no inbound event {event_id}")
+            return
+        view = {
+            c.name: getattr(event, c.name)
+            for c in InboundEvent.__table__.columns
+            if c.name != "body"
+        }
+        if body:
+            view["body"] = event.body.decode("utf-8", errors="replace")
+        _print_json(view)
+
+
+@events_app.command("replay")
+def events_replay(event_id: int, database_url: DatabaseUrl = None) -> None:
+    """Run a stored /v1/sync request through the pipeline again (stored as a new event)."""
+    settings = _settings(database_url)
+    report = ingress.replay(
+        Database.from_settings(settings), event_id, max_records=settings.max_batch_records
+    )
+    _print_json(
+        {"event_id": report.event_id, "summary": report.summary(), "released": len(report.released)}
+    )
+
+
+@parked_app.command("list")
+def parked_list(
+    entity: Annotated[str | None, typer.Option(help="Only this entity.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, oldest first.")] = 100,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List parked records, oldest first, with what they wait for."""
+    from sqlalchemy import select
+
+    query = select(ParkedRecord).order_by(ParkedRecord.parked_at).limit(limit)
+    if entity:
+        query = query.where(ParkedRecord.entity == entity)
+    with _database(database_url).sessions() as session:
+        for parked in session.scalars(query):
+            waits = ", ".join(f"{w['entity']}:{w['zoho_id']}" for w in parked.waiting_for)
+            typer.echo(
+                f"{parked.entity}\t{parked.zoho_id}\t{parked.parked_at:%Y-%m-%d %H:%M}\t{waits}"
+            )
+
+
+@parked_app.command("sweep")
+def parked_sweep(database_url: DatabaseUrl = None) -> None:
+    """Release parked records whose dependencies are stored now."""
+    typer.echo(f"released {ingress.sweep_all_tenants(_database(database_url))} record(s)")
+
+
+def main() -> None:
+    try:
+        app()
+    except SyncServiceError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

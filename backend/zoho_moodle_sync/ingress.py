@@ -1,0 +1,305 @@
+"""Orchestration and the transaction boundary of every inbound request.
+
+The raw request is stored and committed first, so nothing that reached us is lost; then its
+records run through parser → mapper → service in one transaction, and parked records released by
+what was stored run through the same pipeline in that transaction too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from zoho_moodle_sync import parser, service, tenants
+from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.models import InboundEvent, Tenant
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
+from zoho_moodle_sync.errors import NotFound, RequestRejected
+from zoho_moodle_sync.mapper import map_record
+from zoho_moodle_sync.service import Outcome, RecordResult
+from zoho_moodle_sync.tenants import TenantContext
+
+log = logging.getLogger(__name__)
+
+STORED_BODY_LIMIT = 64 * 1024
+"""How much of a body over the size limit is kept, so the refusal can still be inspected."""
+
+_KEPT_HEADERS = {
+    "content-type",
+    "content-length",
+    "user-agent",
+    "x-request-id",
+    "x-tenant-id",
+    "idempotency-key",
+    "x-forwarded-for",
+}
+_SECRET_WORDS = ("token", "secret", "key", "password", "auth", "signature")
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """What arrived, as the API layer saw it."""
+
+    source: str
+    method: str
+    route: str
+    content_type: str | None
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+    body_truncated: bool = False
+    body_size: int | None = None
+
+
+@dataclass
+class SyncReport:
+    event_id: int
+    entity: str
+    results: list[RecordResult]
+    released: list[RecordResult] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        counts = {outcome.value: 0 for outcome in Outcome}
+        for result in self.results:
+            counts[result.outcome.value] += 1
+        return {"total": len(self.results), **counts}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "entity": self.entity,
+            "summary": self.summary(),
+            "results": [r.as_dict() for r in self.results],
+            "released": [r.as_dict() for r in self.released],
+        }
+
+
+def redact_query(query: Mapping[str, str]) -> dict[str, str]:
+    return {k: "***" if _looks_secret(k) else v for k, v in query.items()}
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Only headers worth keeping for diagnosis; never a credential."""
+    return {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower() in _KEPT_HEADERS and not _looks_secret(k)
+    }
+
+
+def _looks_secret(name: str) -> bool:
+    lowered = name.lower()
+    return lowered != "idempotency-key" and any(word in lowered for word in _SECRET_WORDS)
+
+
+def store_inbound(
+    db: Database, request: InboundRequest, *, tenant_id: int | None, entity: str | None
+) -> int:
+    """Persist the raw request and commit, before anything else is done with it."""
+    with db.sessions.begin() as session:
+        event = InboundEvent(
+            tenant_id=tenant_id,
+            source=request.source,
+            method=request.method,
+            route=request.route,
+            entity=entity,
+            content_type=request.content_type,
+            query=redact_query(request.query),
+            headers=kept_headers(request.headers),
+            body=request.body,
+            body_size=request.body_size if request.body_size is not None else len(request.body),
+            body_sha256=hashlib.sha256(request.body).hexdigest(),
+            body_truncated=request.body_truncated,
+            status="received",
+        )
+        session.add(event)
+        session.flush()
+        return event.id
+
+
+def mark_rejected(db: Database, event_id: int, error: RequestRejected) -> None:
+    with db.sessions.begin() as session:
+        event = session.get_one(InboundEvent, event_id)
+        event.status = "rejected"
+        event.http_status = error.status_code
+        event.error = error.message
+        event.processed_at = utcnow()
+
+
+def mark_failed(db: Database, event_id: int, error: BaseException) -> None:
+    try:
+        with db.sessions.begin() as session:
+            event = session.get_one(InboundEvent, event_id)
+            event.status = "failed"
+            event.http_status = 500
+            event.error = f"{type(error).__name__}: {error}"[:4000]
+            event.processed_at = utcnow()
+    except SQLAlchemyError:
+        log.exception("could not record the failure of inbound event %s", event_id)
+
+
+def run_sync(
+    db: Database,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    event_id: int,
+    body: bytes,
+    content_type: str | None,
+    max_records: int,
+) -> SyncReport:
+    """Process a stored `POST /v1/sync/{entity}` body; marks the event processed or rejected."""
+    try:
+        raw_records = parser.parse_sync_body(body, content_type, max_records=max_records)
+    except RequestRejected as error:
+        mark_rejected(db, event_id, error)
+        raise
+    try:
+        with db.sessions.begin() as session:
+            results, released = process_records(
+                session, tenant=tenant, entity=entity, raw_records=raw_records, event_id=event_id
+            )
+            report = SyncReport(event_id, entity.key, results, released)
+            _finish(session, event_id, report)
+            return report
+    except Exception as error:
+        mark_failed(db, event_id, error)
+        raise
+
+
+def process_records(
+    session: Session,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    raw_records: Sequence[Any],
+    event_id: int | None,
+    from_request: bool = True,
+) -> tuple[list[RecordResult], list[RecordResult]]:
+    """Parse, map and apply records of one entity, then run the parked records their arrival
+    released; returns the records' results and the released records' results."""
+    mapping = tenant.mapping.for_entity(entity)
+    items: list[tuple[int | None, service.BatchItem]] = []
+    for index, raw in enumerate(raw_records):
+        record = parser.parse_record(raw)
+        item = map_record(mapping, record) if isinstance(record, parser.ZohoRecord) else record
+        items.append((index if from_request else None, item))
+    batch = service.apply_batch(
+        session=session, tenant_id=tenant.id, mapping=mapping, items=items, event_id=event_id
+    )
+    freed = service.release_parked(
+        session=session, tenant_id=tenant.id, entity=entity.key, stored_ids=batch.stored_ids
+    )
+    return batch.results, _run_released(session, tenant, freed, event_id)
+
+
+def _run_released(
+    session: Session,
+    tenant: TenantContext,
+    freed: Sequence[service.ReleasedRecord],
+    event_id: int | None,
+) -> list[RecordResult]:
+    by_entity: dict[str, list[dict[str, Any]]] = {}
+    for record in freed:
+        by_entity.setdefault(record.entity, []).append(record.raw)
+    released: list[RecordResult] = []
+    for key, raws in by_entity.items():
+        results, cascade = process_records(
+            session,
+            tenant=tenant,
+            entity=ENTITY_BY_KEY[key],
+            raw_records=raws,
+            event_id=event_id,
+            from_request=False,
+        )
+        released += results + cascade
+    return released
+
+
+def _finish(session: Session, event_id: int, report: SyncReport) -> None:
+    event = session.get_one(InboundEvent, event_id)
+    event.status = "processed"
+    event.http_status = 200
+    event.summary = {**report.summary(), "released": len(report.released)}
+    event.processed_at = utcnow()
+
+
+def sweep_parked(db: Database, tenant: TenantContext) -> list[RecordResult]:
+    """Release parked records whose dependencies arrived in a concurrent transaction."""
+    with db.sessions.begin() as session:
+        freed = service.sweep_parked(session=session, tenant_id=tenant.id)
+        return _run_released(session, tenant, freed, None)
+
+
+def sweep_all_tenants(db: Database) -> int:
+    """Sweep every active tenant; returns how many parked records were released."""
+    with db.sessions() as session:
+        contexts = [tenants.context_of(t) for t in tenants.list_all(session) if not t.disabled_at]
+    return sum(len(sweep_parked(db, context)) for context in contexts)
+
+
+def replay(db: Database, event_id: int, *, max_records: int) -> SyncReport:
+    """Run a stored `/v1/sync` event through the pipeline again, as a new event."""
+    with db.sessions.begin() as session:
+        original = session.get(InboundEvent, event_id)
+        if original is None:
+            raise NotFound(f"no inbound event {event_id}")
+        if original.entity is None or original.entity not in ENTITY_BY_KEY:
+            raise NotFound(f"inbound event {event_id} names no entity to replay")
+        if original.tenant_id is None:
+            raise NotFound(f"inbound event {event_id} belongs to no tenant")
+        if original.body_truncated:
+            raise NotFound(f"inbound event {event_id} was over the size limit; its body is cut")
+        tenant = tenants.context_of(session.get_one(Tenant, original.tenant_id))
+        copy = InboundEvent(
+            tenant_id=original.tenant_id,
+            source="replay",
+            method=original.method,
+            route=original.route,
+            entity=original.entity,
+            content_type=original.content_type,
+            query=original.query,
+            headers=original.headers,
+            body=original.body,
+            body_size=original.body_size,
+            body_sha256=original.body_sha256,
+            body_truncated=False,
+            status="received",
+            replay_of=original.id,
+        )
+        session.add(copy)
+        session.flush()
+        new_id, entity, body, content_type = (
+            copy.id,
+            ENTITY_BY_KEY[original.entity],
+            original.body,
+            original.content_type,
+        )
+    return run_sync(
+        db,
+        tenant=tenant,
+        entity=entity,
+        event_id=new_id,
+        body=body,
+        content_type=content_type,
+        max_records=max_records,
+    )
+
+
+def list_events(
+    session: Session, *, tenant_id: int | None = None, status: str | None = None, limit: int = 50
+) -> list[InboundEvent]:
+    query = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(limit)
+    if tenant_id is not None:
+        query = query.where(InboundEvent.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(InboundEvent.status == status)
+    return list(session.scalars(query))
