@@ -1,0 +1,119 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL) built by the real migrations.
+
+Every test that takes `db` runs once per backend. PostgreSQL runs when TEST_DATABASE_URL points
+at a server (CI starts a throwaway one); with REQUIRE_POSTGRES=1 its absence is an error rather
+than a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from zoho_moodle_sync.api.app import create_app
+from zoho_moodle_sync.db import migrate
+from zoho_moodle_sync.db.base import Base
+from zoho_moodle_sync.db.session import Database, make_engine
+from zoho_moodle_sync.settings import Settings
+from zoho_moodle_sync.tenants import TenantContext, context_of, ensure
+
+PG_URL = os.environ.get("TEST_DATABASE_URL", "")
+REQUIRE_PG = os.environ.get("REQUIRE_POSTGRES") == "1"
+DEFAULT_TENANT = "default"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if REQUIRE_PG and not PG_URL:
+        raise pytest.UsageError("REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL test database, reset to an empty schema and migrated once per session."""
+    if not PG_URL:
+        pytest.skip("PostgreSQL not configured (set TEST_DATABASE_URL)")
+    engine = make_engine(PG_URL)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    migrate.upgrade(engine)
+    engine.dispose()
+    return PG_URL
+
+
+def _truncate_postgres(db: Database) -> None:
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with db.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def db(database_url: str, backend: str) -> Iterator[Database]:
+    database = Database(database_url)
+    if backend == "postgresql":
+        _truncate_postgres(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def tenant(db: Database) -> TenantContext:
+    with db.sessions.begin() as session:
+        return context_of(ensure(session, DEFAULT_TENANT))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        auto_migrate=False,
+        parked_sweep_seconds=0,
+        default_tenant=DEFAULT_TENANT,
+        max_body_bytes=2 * 1024 * 1024,
+        max_batch_records=1000,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings, db: Database) -> Iterator[TestClient]:
+    """The ASGI app on the test database, lifespan included (creates the default tenant)."""
+    with TestClient(create_app(settings, db), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def sync(client: TestClient, entity: str, records: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """POST records to /v1/sync/{entity} and return the decoded answer (asserting a 200)."""
+    response = client.post(f"/v1/sync/{entity}", json={"data": records}, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()
