@@ -70,6 +70,8 @@ def parse_sync_body(body: bytes, content_type: str | None, *, max_records: int) 
     JSON is accepted under `application/json`, and also when the body plainly is JSON but came
     with curl's default form content type or none at all.
     """
+    if not body.strip():
+        raise MalformedBody('Body is empty: send {"data": [record, ...]}')
     kind = media_type(content_type)
     is_json_type = kind == "application/json" or kind.endswith("+json")
     if not is_json_type and not (
@@ -79,8 +81,6 @@ def parse_sync_body(body: bytes, content_type: str | None, *, max_records: int) 
             f"Content-Type {kind or '(none)'} is not supported here: send application/json "
             'with a body like {"data": [record, ...]}'
         )
-    if not body.strip():
-        raise MalformedBody('Body is empty: send {"data": [record, ...]}')
     document = decode_json(body)
     if not isinstance(document, dict) or "data" not in document:
         raise Unprocessable(

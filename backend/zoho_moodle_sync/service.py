@@ -424,7 +424,7 @@ def _fill_changes(
                 table.c.tenant_id == tenant_id, table.c.zoho_id.in_(chunk)
             )
         )
-        stored.update(rows.tuples())
+        stored.update(rows.tuples().all())
     for result, item, before in pending:
         old = before if before is not None else stored.get(item.zoho_id, {})
         result.changes = {
