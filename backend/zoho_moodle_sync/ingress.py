@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from zoho_moodle_sync import parser, service, tenants
+from zoho_moodle_sync import outbox, parser, service, tenants
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
@@ -41,6 +41,8 @@ _KEPT_HEADERS = {
     "idempotency-key",
     "x-forwarded-for",
 }
+_DELIVERED = (Outcome.NEW, Outcome.UPDATED)
+"""Outcomes that change what Moodle should hold."""
 _SECRET_WORDS = ("token", "secret", "key", "password", "auth", "signature")
 
 
@@ -194,6 +196,12 @@ def process_records(
         items.append((index if from_request else None, item))
     batch = service.apply_batch(
         session=session, tenant_id=tenant.id, mapping=mapping, items=items, event_id=event_id
+    )
+    outbox.enqueue(
+        session,
+        tenant_id=tenant.id,
+        entity=entity.key,
+        zoho_ids=[r.zoho_id for r in batch.results if r.zoho_id and r.outcome in _DELIVERED],
     )
     freed = service.release_parked(
         session=session, tenant_id=tenant.id, entity=entity.key, stored_ids=batch.stored_ids

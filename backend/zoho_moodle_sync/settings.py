@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/zoho_moodle_sync.db"
@@ -15,7 +15,9 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/zoho_moodle_sync.db"
 class Settings(BaseSettings):
     """Every setting has a default that works for the embedded SQLite install."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     auto_migrate: bool = True
@@ -27,6 +29,22 @@ class Settings(BaseSettings):
     max_batch_records: int = Field(default=1000, ge=1, le=100_000)
     parked_sweep_seconds: float = Field(default=30.0, ge=0)
 
+    secret_key: SecretStr = SecretStr("")
+    moodle_url: str = ""
+    moodle_token: SecretStr = SecretStr("")
+    moodle_timeout_seconds: float = Field(default=60.0, gt=0)
+    moodle_max_input_vars: int = Field(default=5000, ge=100)
+    run_worker: bool | None = None
+    worker_batch_size: int = Field(default=100, ge=1, le=1000)
+    worker_claim_size: int = Field(default=500, ge=1, le=10_000)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    worker_lease_seconds: float = Field(default=300.0, ge=10)
+    worker_max_attempts: int = Field(default=10, ge=1)
+    worker_backoff_seconds: float = Field(default=5.0, gt=0)
+    worker_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    worker_wait_seconds: float = Field(default=30.0, gt=0)
+    pause_probe_seconds: float = Field(default=300.0, gt=0)
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -37,6 +55,12 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite://", "postgresql+psycopg://")):
             raise ValueError("DATABASE_URL must be a sqlite:/// or postgresql:// URL")
         return value
+
+    @property
+    def worker_in_process(self) -> bool:
+        """`serve` runs a delivery worker itself: by default only on SQLite, where one process
+        owns the database; on PostgreSQL run `zoho-moodle-sync worker` processes instead."""
+        return self.is_sqlite if self.run_worker is None else self.run_worker
 
     @property
     def is_sqlite(self) -> bool:

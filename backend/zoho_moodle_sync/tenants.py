@@ -6,13 +6,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.errors import ConfigurationError, NotFound
 from zoho_moodle_sync.mapping import FieldMapping
+from zoho_moodle_sync.projection import DeliveryPolicy
+from zoho_moodle_sync.sealing import seal, unseal
+from zoho_moodle_sync.settings import Settings
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -78,5 +81,60 @@ def set_mapping(session: Session, tenant: Tenant, mapping: dict[str, Any]) -> Fi
     except ValidationError as exc:
         raise ConfigurationError(f"invalid field mapping: {exc}") from None
     tenant.config = {**tenant.config, "mapping": parsed.model_dump(exclude_defaults=True)}
+    session.flush()
+    return parsed
+
+
+@dataclass(frozen=True)
+class MoodleConnection:
+    base_url: str
+    token: SecretStr
+
+
+def moodle_connection(tenant: Tenant, settings: Settings) -> MoodleConnection | None:
+    """The tenant's Moodle: its own stored one, else (for the default tenant) MOODLE_URL and
+    MOODLE_TOKEN from the settings; None while not configured."""
+    stored = tenant.config.get("moodle") or {}
+    if stored.get("base_url") and stored.get("token"):
+        return MoodleConnection(stored["base_url"], unseal(stored["token"], settings.secret_key))
+    if tenant.slug == settings.default_tenant and settings.moodle_url:
+        if not settings.moodle_token.get_secret_value():
+            raise ConfigurationError("MOODLE_URL is set but MOODLE_TOKEN is empty")
+        return MoodleConnection(settings.moodle_url, settings.moodle_token)
+    return None
+
+
+def set_moodle(
+    session: Session, tenant: Tenant, *, base_url: str, token: str, settings: Settings
+) -> None:
+    """Store the tenant's Moodle URL and its token, sealed with SECRET_KEY."""
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"the Moodle URL must start with http:// or https://: {base_url!r}"
+        )
+    if not token.strip():
+        raise ConfigurationError("the Moodle token is empty")
+    sealed = seal(token.strip(), settings.secret_key)
+    tenant.config = {**tenant.config, "moodle": {"base_url": base_url.rstrip("/"), "token": sealed}}
+    session.flush()
+
+
+def delivery_policy(tenant: Tenant) -> DeliveryPolicy:
+    try:
+        return DeliveryPolicy.model_validate(tenant.config.get("delivery") or {})
+    except ValidationError as exc:
+        raise ConfigurationError(f"the tenant's delivery policy is invalid: {exc}") from None
+
+
+def set_delivery_policy(session: Session, tenant: Tenant, policy: dict[str, Any]) -> DeliveryPolicy:
+    """Validate and store a tenant's delivery policy; refuses an invalid one with the reason."""
+    try:
+        parsed = DeliveryPolicy.model_validate(policy)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid delivery policy: {exc}") from None
+    tenant.config = {
+        **tenant.config,
+        "delivery": parsed.model_dump(mode="json", exclude_defaults=True),
+    }
     session.flush()
     return parsed

@@ -1,0 +1,1 @@
+"""The outbox worker: delivers stored changes to Moodle."""

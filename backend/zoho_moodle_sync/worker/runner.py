@@ -1,0 +1,239 @@
+"""The delivery loop: per tenant, claim due jobs, deliver them entity by entity in batches, and
+commit each batch's outcome. Any number of workers may run against PostgreSQL; SQLite gets one,
+inside `serve`.
+
+Stopping (SIGTERM, or the end of `serve`) finishes the batch in flight and hands the rest of the
+claim back to the queue. A worker killed outright leaves its jobs claimed until their lease ends;
+then another worker delivers them again, which is safe because delivery is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+import httpx
+
+from zoho_moodle_sync import tenants
+from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.models import Tenant
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.errors import ConfigurationError, MoodleAccessDenied, MoodleUnavailable
+from zoho_moodle_sync.moodle import MoodleClient
+from zoho_moodle_sync.projection import PROJECTED_ENTITIES
+from zoho_moodle_sync.settings import Settings
+from zoho_moodle_sync.worker import claims
+from zoho_moodle_sync.worker.claims import Job, Settlement, Verdict
+from zoho_moodle_sync.worker.delivery import Batch, TenantDelivery, TenantPaused
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _TenantRow:
+    tenant: Tenant
+    connection: tenants.MoodleConnection
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._http = http
+        self._stopping = asyncio.Event()
+        self._misconfigured: set[str] = set()
+
+    def stop(self) -> None:
+        """Finish the batch in flight, hand back the rest, and return from `run`."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info("delivery worker %s started", self.worker_id)
+        async with self._client() as http:
+            while not self._stopping.is_set():
+                try:
+                    delivered = await self._run_once(http)
+                except Exception:  # keep delivering other work after a defect; it is logged
+                    log.exception("delivery worker %s: unexpected error", self.worker_id)
+                    delivered = 0
+                if not delivered:
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._stopping.wait(), timeout=self.settings.worker_poll_seconds
+                        )
+        log.info("delivery worker %s stopped", self.worker_id)
+
+    async def run_once(self) -> int:
+        """Deliver what is due now, once; returns how many jobs were settled."""
+        async with self._client() as http:
+            return await self._run_once(http)
+
+    async def drain(self, *, max_rounds: int = 100) -> int:
+        """Run until nothing is due (or `max_rounds`); for tests, backfills and benchmarks."""
+        total = 0
+        async with self._client() as http:
+            for _ in range(max_rounds):
+                settled = await self._run_once(http)
+                total += settled
+                if not settled:
+                    break
+        return total
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self._http is not None:
+            yield self._http
+            return
+        async with httpx.AsyncClient(timeout=self.settings.moodle_timeout_seconds) as http:
+            yield http
+
+    async def _run_once(self, http: httpx.AsyncClient) -> int:
+        settled = 0
+        for row in await asyncio.to_thread(self._tenants):
+            if self._stopping.is_set():
+                break
+            client = MoodleClient(
+                base_url=row.connection.base_url,
+                token=row.connection.token.get_secret_value(),
+                http=http,
+                timeout=self.settings.moodle_timeout_seconds,
+                max_input_vars=self.settings.moodle_max_input_vars,
+            )
+            if not await self._may_deliver(row.tenant, client):
+                continue
+            settled += await self._deliver_tenant(row.tenant, client)
+        return settled
+
+    def _tenants(self) -> list[_TenantRow]:
+        rows = []
+        with self.db.sessions() as session:
+            for tenant in tenants.list_all(session):
+                if tenant.disabled_at is not None:
+                    continue
+                try:
+                    connection = tenants.moodle_connection(tenant, self.settings)
+                except ConfigurationError as error:
+                    if tenant.slug not in self._misconfigured:
+                        log.error("tenant %s: Moodle is misconfigured: %s", tenant.slug, error)
+                        self._misconfigured.add(tenant.slug)
+                    continue
+                if connection is not None:
+                    rows.append(_TenantRow(tenant, connection))
+        return rows
+
+    async def _may_deliver(self, tenant: Tenant, client: MoodleClient) -> bool:
+        """False while the tenant is paused; a paused tenant is probed now and then, and
+        resumes by itself once its Moodle accepts the token again."""
+        pause = await asyncio.to_thread(claims.pause_of, self.db, tenant.id)
+        if pause is None:
+            return True
+        if pause.probe_at > utcnow():
+            return False
+        try:
+            await client.get_site_info()
+        except MoodleAccessDenied as error:
+            await self._pause(tenant, error)
+            return False
+        except MoodleUnavailable:
+            return False
+        await asyncio.to_thread(claims.resume, self.db, tenant_id=tenant.id)
+        log.warning("tenant %s: Moodle accepts the token again; delivery resumed", tenant.slug)
+        return True
+
+    async def _pause(self, tenant: Tenant, error: MoodleAccessDenied) -> None:
+        reason = f"{error.function}: {error.errorcode}: {error.message}"
+        await asyncio.to_thread(
+            lambda: claims.pause(
+                self.db,
+                tenant_id=tenant.id,
+                errorcode=error.errorcode,
+                reason=reason,
+                probe_seconds=self.settings.pause_probe_seconds,
+            )
+        )
+        log.error(
+            "tenant %s: delivery paused, Moodle refused access (%s). Fix the token or the "
+            "service user's capabilities; delivery resumes by itself within %g s",
+            tenant.slug,
+            reason,
+            self.settings.pause_probe_seconds,
+        )
+
+    async def _deliver_tenant(self, tenant: Tenant, client: MoodleClient) -> int:
+        jobs = await asyncio.to_thread(
+            lambda: claims.claim(
+                self.db,
+                tenant_id=tenant.id,
+                worker_id=self.worker_id,
+                limit=self.settings.worker_claim_size,
+                lease_seconds=self.settings.worker_lease_seconds,
+            )
+        )
+        if not jobs:
+            return 0
+        try:
+            policy = tenants.delivery_policy(tenant)
+        except ConfigurationError as error:
+            log.error("tenant %s: %s", tenant.slug, error)
+            await self._settle(tenant, jobs, Settlement())
+            return 0
+        delivery = TenantDelivery(
+            db=self.db, tenant_id=tenant.id, policy=policy, client=client, settings=self.settings
+        )
+        batches = [
+            Batch(entity, chunk, Settlement())
+            for entity in PROJECTED_ENTITIES
+            for chunk in _chunks([job for job in jobs if job.entity == entity], self.settings)
+        ]
+        settled = 0
+        for index, batch in enumerate(batches):
+            if self._stopping.is_set():
+                await self._hand_back(tenant, batches[index:])
+                break
+            try:
+                await delivery.deliver(batch)
+            except TenantPaused as paused:
+                for job in batch.jobs:
+                    batch.settlement.verdicts[job.id] = Verdict("release")
+                await self._settle(tenant, batch.jobs, batch.settlement)
+                await self._hand_back(tenant, batches[index + 1 :])
+                await self._pause(tenant, paused.error)
+                break
+            await self._settle(tenant, batch.jobs, batch.settlement)
+            settled += len(batch.jobs)
+        return settled
+
+    async def _hand_back(self, tenant: Tenant, batches: Sequence[Batch]) -> None:
+        for batch in batches:
+            await self._settle(tenant, batch.jobs, Settlement())
+
+    async def _settle(self, tenant: Tenant, jobs: Sequence[Job], settlement: Settlement) -> None:
+        await asyncio.to_thread(
+            lambda: claims.settle(
+                self.db,
+                tenant_id=tenant.id,
+                worker_id=self.worker_id,
+                jobs=jobs,
+                settlement=settlement,
+                settings=self.settings,
+            )
+        )
+
+
+def _chunks(jobs: list[Job], settings: Settings) -> list[list[Job]]:
+    size = settings.worker_batch_size
+    return [jobs[start : start + size] for start in range(0, len(jobs), size)]
