@@ -102,6 +102,8 @@ def settings(database_url: str) -> Settings:
         default_tenant=DEFAULT_TENANT,
         max_body_bytes=2 * 1024 * 1024,
         max_batch_records=1000,
+        run_worker=False,
+        _env_file=None,
     )
 
 

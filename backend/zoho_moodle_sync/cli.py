@@ -6,11 +6,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from zoho_moodle_sync import ingress, tenants
+from zoho_moodle_sync import ingress, outbox, tenants
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord
 from zoho_moodle_sync.db.session import Database
@@ -22,10 +22,12 @@ db_app = typer.Typer(help="Create, upgrade or inspect the database schema.", no_
 tenant_app = typer.Typer(help="Manage tenants (schools).", no_args_is_help=True)
 events_app = typer.Typer(help="Inspect and replay stored inbound requests.", no_args_is_help=True)
 parked_app = typer.Typer(help="Records waiting for their dependencies.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Moodle delivery jobs: inspect, retry, confirm.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(events_app, name="events")
 app.add_typer(parked_app, name="parked")
+app.add_typer(jobs_app, name="jobs")
 
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", help="Overrides DATABASE_URL for this command.")
@@ -47,7 +49,7 @@ def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
 
@@ -143,6 +145,13 @@ def tenant_show(slug: str, database_url: DatabaseUrl = None) -> None:
                 "name": tenant.name,
                 "disabled_at": tenant.disabled_at,
                 "mapping": tenants.mapping_of(tenant.config).model_dump(exclude_defaults=True),
+                "moodle": {
+                    "url": (tenant.config.get("moodle") or {}).get("base_url"),
+                    "token": "set (encrypted)"
+                    if (tenant.config.get("moodle") or {}).get("token")
+                    else "not set",
+                },
+                "delivery": tenants.delivery_policy(tenant).model_dump(mode="json"),
             }
         )
 
@@ -243,6 +252,164 @@ def parked_list(
 def parked_sweep(database_url: DatabaseUrl = None) -> None:
     """Release parked records whose dependencies are stored now."""
     typer.echo(f"released {ingress.sweep_all_tenants(_database(database_url))} record(s)")
+
+
+@app.command()
+def worker(database_url: DatabaseUrl = None) -> None:
+    """Deliver stored changes to Moodle until stopped (SIGTERM or Ctrl-C finish the batch in
+    flight and hand back the rest). Run as many as you like against PostgreSQL."""
+    import asyncio
+    import signal
+
+    from zoho_moodle_sync.worker.runner import Worker
+
+    settings = _settings(database_url)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    db = Database.from_settings(settings)
+
+    async def run() -> None:
+        delivery = Worker(db, settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, delivery.stop)
+        await delivery.run()
+
+    asyncio.run(run())
+
+
+def _tenant_id(session: Any, slug: str | None) -> int:
+    chosen = slug or get_settings().default_tenant
+    tenant = tenants.get_by_slug(session, chosen)
+    if tenant is None:
+        _fail(f"no tenant {chosen!r}")
+    return tenant.id
+
+
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="Tenant slug (default: DEFAULT_TENANT).")
+]
+
+
+@jobs_app.command("list")
+def jobs_list(
+    tenant: TenantOption = None,
+    state: Annotated[str | None, typer.Option(help="pending, waiting, held, dead, ...")] = None,
+    entity: Annotated[str | None, typer.Option(help="students, classes, ...")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List delivery jobs, newest first, with their last error."""
+    with _database(database_url).sessions() as session:
+        where = outbox.JobFilter(_tenant_id(session, tenant), state, entity)
+        for job in outbox.list_jobs(session, where, limit=limit):
+            why = job.last_error or job.wait_reason or ""
+            typer.echo(
+                f"{job.id}\t{job.state}\t{job.entity}\t{job.zoho_id}\t{job.action}\t"
+                f"attempts={job.attempts}\t{job.last_errorcode or ''}\t{why}"
+            )
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: Annotated[int | None, typer.Argument(help="One job; omit to retry by filter.")] = None,
+    tenant: TenantOption = None,
+    state: Annotated[
+        str, typer.Option(help="Which jobs to retry: dead, held or waiting.")
+    ] = "dead",
+    entity: Annotated[str | None, typer.Option(help="Only this entity.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Retry one job, or every dead (or held, or waiting) job of a tenant."""
+    with _database(database_url).sessions.begin() as session:
+        tenant_id = _tenant_id(session, tenant)
+        if job_id is not None:
+            job = outbox.retry_job(session, tenant_id=tenant_id, job_id=job_id)
+            typer.echo(f"job {job.id} is pending again")
+            return
+        count = outbox.retry_jobs(session, outbox.JobFilter(tenant_id, state, entity))
+        typer.echo(f"{count} job(s) pending again")
+
+
+@jobs_app.command("confirm-held")
+def jobs_confirm_held(tenant: TenantOption = None, database_url: DatabaseUrl = None) -> None:
+    """Let the removals the mass-change guard holds go ahead (check `jobs list --state held`)."""
+    with _database(database_url).sessions.begin() as session:
+        count = outbox.confirm_held(session, tenant_id=_tenant_id(session, tenant))
+    typer.echo(f"{count} held job(s) confirmed")
+
+
+@jobs_app.command("resume")
+def jobs_resume(tenant: TenantOption = None, database_url: DatabaseUrl = None) -> None:
+    """Resume a tenant's delivery paused after Moodle refused access (after fixing it)."""
+    from zoho_moodle_sync.worker import claims
+
+    db = _database(database_url)
+    with db.sessions() as session:
+        tenant_id = _tenant_id(session, tenant)
+    resumed = claims.resume(db, tenant_id=tenant_id)
+    typer.echo("delivery resumed" if resumed else "delivery was not paused")
+
+
+@app.command()
+def status(database_url: DatabaseUrl = None) -> None:
+    """Delivery per tenant and entity: jobs by state, queue depth, oldest waiting job."""
+    with _database(database_url).sessions() as session:
+        slugs = {tenant.id: tenant.slug for tenant in tenants.list_all(session)}
+        rows = outbox.status(session)
+    if not rows:
+        typer.echo("no delivery jobs yet")
+    for row in rows:
+        jobs = ", ".join(f"{k}={v}" for k, v in row["jobs"].items() if v)
+        age = row["oldest_pending_seconds"]
+        typer.echo(
+            f"{slugs.get(row['tenant_id'])}\t{row['entity']}\tqueue={row['queue_depth']}\t"
+            f"oldest={'-' if age is None else f'{age:.0f}s'}\t{jobs}"
+            + (f"\tPAUSED: {row['paused']}" if row["paused"] else "")
+        )
+
+
+@tenant_app.command("set-moodle")
+def tenant_set_moodle(
+    slug: str,
+    url: Annotated[str, typer.Option(help="Base URL of the tenant's Moodle.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a tenant's Moodle; the token is read from the prompt or MOODLE_TOKEN_INPUT, never
+    from the command line, and stored encrypted with SECRET_KEY."""
+    import os
+
+    token = os.environ.get("MOODLE_TOKEN_INPUT") or typer.prompt("Moodle token", hide_input=True)
+    settings = _settings(database_url)
+    with Database.from_settings(settings).sessions.begin() as session:
+        tenant = tenants.get_by_slug(session, slug)
+        if tenant is None:
+            _fail(f"no tenant {slug!r}")
+            return
+        tenants.set_moodle(session, tenant, base_url=url, token=token, settings=settings)
+    typer.echo(f"Moodle of {slug} set to {url}")
+
+
+@tenant_app.command("set-policy")
+def tenant_set_policy(
+    slug: str,
+    policy_file: Annotated[Path, typer.Argument(help="JSON file with the delivery policy.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Replace a tenant's delivery policy (removal policy, guard, roles, time zone, ...)."""
+    try:
+        document = json.loads(policy_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {policy_file}: {exc}")
+        return
+    with _database(database_url).sessions.begin() as session:
+        tenant = tenants.get_by_slug(session, slug)
+        if tenant is None:
+            _fail(f"no tenant {slug!r}")
+            return
+        tenants.set_delivery_policy(session, tenant, document)
+    typer.echo(f"delivery policy of {slug} updated")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -127,23 +127,36 @@ def store_inbound(
         return event.id
 
 
+def _set_status(session: Session, event_id: int, **values: Any) -> None:
+    """Record how an event's processing ended; an UPDATE, so its body is never read back."""
+    session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == event_id)
+        .values(**values, processed_at=utcnow())
+    )
+
+
 def mark_rejected(db: Database, event_id: int, error: RequestRejected) -> None:
     with db.sessions.begin() as session:
-        event = session.get_one(InboundEvent, event_id)
-        event.status = "rejected"
-        event.http_status = error.status_code
-        event.error = error.message
-        event.processed_at = utcnow()
+        _set_status(
+            session,
+            event_id,
+            status="rejected",
+            http_status=error.status_code,
+            error=error.message,
+        )
 
 
 def mark_failed(db: Database, event_id: int, error: BaseException) -> None:
     try:
         with db.sessions.begin() as session:
-            event = session.get_one(InboundEvent, event_id)
-            event.status = "failed"
-            event.http_status = 500
-            event.error = f"{type(error).__name__}: {error}"[:4000]
-            event.processed_at = utcnow()
+            _set_status(
+                session,
+                event_id,
+                status="failed",
+                http_status=500,
+                error=f"{type(error).__name__}: {error}"[:4000],
+            )
     except SQLAlchemyError:
         log.exception("could not record the failure of inbound event %s", event_id)
 
@@ -170,6 +183,40 @@ def run_sync(
                 session, tenant=tenant, entity=entity, raw_records=raw_records, event_id=event_id
             )
             report = SyncReport(event_id, entity.key, results, released)
+            _finish(session, event_id, report)
+            return report
+    except Exception as error:
+        mark_failed(db, event_id, error)
+        raise
+
+
+def run_delete(
+    db: Database,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    event_id: int,
+    zoho_ids: Sequence[str],
+) -> SyncReport:
+    """Records deleted in Zoho: marked deleted, and their Moodle side follows the removal
+    policy through the outbox."""
+    try:
+        with db.sessions.begin() as session:
+            results = service.delete_records(
+                session=session,
+                tenant_id=tenant.id,
+                entity=entity.key,
+                zoho_ids=zoho_ids,
+                event_id=event_id,
+            )
+            outbox.enqueue(
+                session,
+                tenant_id=tenant.id,
+                entity=entity.key,
+                zoho_ids=[r.zoho_id for r in results if r.zoho_id and r.outcome is Outcome.DELETED],
+                action="remove",
+            )
+            report = SyncReport(event_id, entity.key, results)
             _finish(session, event_id, report)
             return report
     except Exception as error:
@@ -233,11 +280,13 @@ def _run_released(
 
 
 def _finish(session: Session, event_id: int, report: SyncReport) -> None:
-    event = session.get_one(InboundEvent, event_id)
-    event.status = "processed"
-    event.http_status = 200
-    event.summary = {**report.summary(), "released": len(report.released)}
-    event.processed_at = utcnow()
+    _set_status(
+        session,
+        event_id,
+        status="processed",
+        http_status=200,
+        summary={**report.summary(), "released": len(report.released)},
+    )
 
 
 def sweep_parked(db: Database, tenant: TenantContext) -> list[RecordResult]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, text, update
@@ -22,6 +22,7 @@ from zoho_moodle_sync.db.outbox import (
     OPEN_CONDITION,
     OPEN_STATES,
     DeliveryPause,
+    MoodleCall,
     MoodleJob,
     MoodleLink,
 )
@@ -271,3 +272,65 @@ def due_condition(now: datetime) -> Any:
         and_(MoodleJob.state.in_(("pending", "waiting")), MoodleJob.due_at <= now),
         and_(MoodleJob.state == "running", MoodleJob.lease_until < now),
     )
+
+
+LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 21600, 86400)
+"""Seconds from a change being stored to Moodle holding it."""
+
+
+def prometheus_text(session: Session, slugs: dict[int, str]) -> str:
+    """Jobs by state, Moodle calls and errors by function and errorcode, and the delivery
+    latency of jobs finished in the last hour, in the Prometheus text format."""
+    lines = [
+        "# HELP zms_jobs Delivery jobs by tenant, entity and state.",
+        "# TYPE zms_jobs gauge",
+    ]
+    counts = session.execute(
+        select(MoodleJob.tenant_id, MoodleJob.entity, MoodleJob.state, func.count()).group_by(
+            MoodleJob.tenant_id, MoodleJob.entity, MoodleJob.state
+        )
+    ).all()
+    for tenant_id, entity, state, count in counts:
+        labels = _labels(tenant=slugs.get(tenant_id, str(tenant_id)), entity=entity, state=state)
+        lines.append(f"zms_jobs{{{labels}}} {count}")
+    lines += [
+        "# HELP zms_moodle_calls_total Moodle web-service calls by function and errorcode.",
+        "# TYPE zms_moodle_calls_total counter",
+    ]
+    calls = session.execute(
+        select(
+            MoodleCall.tenant_id, MoodleCall.function, MoodleCall.errorcode, func.count()
+        ).group_by(MoodleCall.tenant_id, MoodleCall.function, MoodleCall.errorcode)
+    ).all()
+    for tenant_id, function, errorcode, count in calls:
+        labels = _labels(
+            tenant=slugs.get(tenant_id, str(tenant_id)),
+            function=function,
+            errorcode=errorcode or "",
+        )
+        lines.append(f"zms_moodle_calls_total{{{labels}}} {count}")
+    lines += [
+        "# HELP zms_delivery_latency_seconds Stored change to Moodle, jobs done in the last hour.",
+        "# TYPE zms_delivery_latency_seconds histogram",
+    ]
+    since = utcnow() - timedelta(hours=1)
+    finished = session.execute(
+        select(MoodleJob.created_at, MoodleJob.finished_at).where(
+            MoodleJob.state == "done", MoodleJob.finished_at >= since
+        )
+    ).all()
+    latencies = [(done - created).total_seconds() for created, done in finished if done]
+    for bound in LATENCY_BUCKETS:
+        below = sum(1 for value in latencies if value <= bound)
+        lines.append(f'zms_delivery_latency_seconds_bucket{{le="{bound}"}} {below}')
+    lines.append(f'zms_delivery_latency_seconds_bucket{{le="+Inf"}} {len(latencies)}')
+    lines.append(f"zms_delivery_latency_seconds_sum {sum(latencies):.3f}")
+    lines.append(f"zms_delivery_latency_seconds_count {len(latencies)}")
+    return "\n".join(lines) + "\n"
+
+
+def _labels(**values: str) -> str:
+    def escape(text: str) -> str:
+        return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return ",".join(f'{name}="{escape(value)}"' for name, value in values.items())

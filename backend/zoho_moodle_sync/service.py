@@ -545,3 +545,61 @@ def _park(
             for w in {(w["entity"], w["zoho_id"]): w for w in waits}.values()
         ],
     )
+
+
+def delete_records(
+    *,
+    session: Session,
+    tenant_id: int,
+    entity: str,
+    zoho_ids: Sequence[str],
+    event_id: int | None,
+) -> list[RecordResult]:
+    """Records deleted in Zoho: stored ones are marked deleted (kept, for history and for the
+    Moodle removal policy), parked ones leave the parking; unknown ones change nothing."""
+    table = ENTITY_TABLES[entity]
+    now = utcnow()
+    ids = list(dict.fromkeys(zoho_ids))
+    live: set[str] = set()
+    gone: set[str] = set()
+    for chunk in _chunks(ids):
+        rows = session.execute(
+            select(table.c.zoho_id, table.c.deleted_at).where(
+                table.c.tenant_id == tenant_id, table.c.zoho_id.in_(chunk)
+            )
+        ).all()
+        live.update(zoho_id for zoho_id, deleted in rows if deleted is None)
+        gone.update(zoho_id for zoho_id, deleted in rows if deleted is not None)
+        session.execute(
+            update(table)
+            .where(
+                table.c.tenant_id == tenant_id,
+                table.c.zoho_id.in_(chunk),
+                table.c.deleted_at.is_(None),
+            )
+            .values(deleted_at=now, last_event_id=event_id)
+        )
+    parked = set(
+        session.scalars(
+            select(ParkedRecord.zoho_id).where(
+                ParkedRecord.tenant_id == tenant_id,
+                ParkedRecord.entity == entity,
+                ParkedRecord.zoho_id.in_(ids),
+            )
+        )
+    )
+    _unpark(session, tenant_id, entity, list(parked))
+    results = []
+    for index, zoho_id in enumerate(ids):
+        if zoho_id in live:
+            outcome, message = Outcome.DELETED, "deleted in Zoho"
+        elif zoho_id in parked:
+            outcome = Outcome.DELETED
+            message = "deleted in Zoho while waiting for its dependencies; no longer waiting"
+        elif zoho_id in gone:
+            outcome, message = Outcome.UNCHANGED, "already deleted"
+        else:
+            outcome, message = Outcome.UNCHANGED, "never stored here; nothing to delete"
+        results.append(RecordResult(entity, outcome, zoho_id, index, message=message))
+    record_history(session=session, tenant_id=tenant_id, results=results, event_id=event_id)
+    return results

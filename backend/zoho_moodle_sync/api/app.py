@@ -12,10 +12,11 @@ from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import __version__, ingress, tenants
 from zoho_moodle_sync.api.responses import install_error_handlers
-from zoho_moodle_sync.api.routes import health, records, sync
+from zoho_moodle_sync.api.routes import health, jobs, metrics, records, sync
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings, get_settings
+from zoho_moodle_sync.worker.runner import Worker
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,14 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         sweeper = None
         if settings.parked_sweep_seconds > 0:
             sweeper = asyncio.create_task(_sweep_forever(database, settings.parked_sweep_seconds))
+        worker = Worker(database, settings) if settings.worker_in_process else None
+        delivering = asyncio.create_task(worker.run()) if worker is not None else None
         try:
             yield
         finally:
+            if worker is not None and delivering is not None:
+                worker.stop()  # finishes the batch in flight, hands back the rest
+                await delivering
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -72,4 +78,6 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(health.router)
     app.include_router(sync.router)
     app.include_router(records.router)
+    app.include_router(jobs.router)
+    app.include_router(metrics.router)
     return app

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import records
+from zoho_moodle_sync import outbox, records
 from zoho_moodle_sync.api.deps import DatabaseDep, TenantDep
 from zoho_moodle_sync.api.responses import json_response
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
@@ -34,9 +34,14 @@ async def get_record(
 
     def load() -> dict[str, Any] | None:
         with db.sessions() as session:
-            return records.describe(
+            view = records.describe(
                 session, tenant_id=tenant_id, entity=spec, zoho_id=zoho_id, history=history
             )
+            if view is not None:
+                view["delivery"] = outbox.delivery_of(
+                    session, tenant_id=tenant_id, entity=spec.key, zoho_id=zoho_id
+                )
+            return view
 
     view = await run_in_threadpool(load)
     if view is None:

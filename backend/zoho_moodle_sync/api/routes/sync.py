@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -12,6 +14,7 @@ from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import BodyTooLarge, NotFound, RequestRejected
 
 router = APIRouter(prefix="/v1/sync", tags=["sync"])
+ZOHO_ID = re.compile(r"^\d{1,32}$")
 
 
 @router.post(
@@ -88,4 +91,46 @@ async def sync_entity(
     except RequestRejected as error:
         error.event_id = event_id
         raise
+    return json_response(report.as_dict())
+
+
+@router.delete(
+    "/{entity}/{zoho_id}",
+    summary="A record was deleted in Zoho",
+    response_description="One result: DELETED, or UNCHANGED when there was nothing to delete",
+)
+async def delete_record(
+    entity: str,
+    zoho_id: str,
+    inbound: InboundDep,
+    resolution: TenantDep,
+    db: DatabaseDep,
+) -> Response:
+    """Marks the record deleted (it stays stored, with its history). In Moodle, a deleted
+    enrolment or user follows the tenant's removal policy; categories and courses are kept."""
+    spec = ENTITY_BY_KEY.get(entity)
+    tenant = resolution.tenant
+    event_id = await run_in_threadpool(
+        ingress.store_inbound,
+        db,
+        inbound,
+        tenant_id=tenant.id if tenant else None,
+        entity=spec.key if spec else None,
+    )
+    refusal: RequestRejected | None = resolution.error
+    if refusal is None and spec is None:
+        refusal = NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+    if refusal is None and not ZOHO_ID.match(zoho_id):
+        refusal = NotFound(f"{zoho_id!r} is not a Zoho record id (digits)")
+    if refusal is not None:
+        await run_in_threadpool(ingress.mark_rejected, db, event_id, refusal)
+        refusal.event_id = event_id
+        raise refusal
+    assert tenant is not None
+    assert spec is not None
+    report = await run_in_threadpool(
+        lambda: ingress.run_delete(
+            db, tenant=tenant, entity=spec, event_id=event_id, zoho_ids=[zoho_id]
+        )
+    )
     return json_response(report.as_dict())
