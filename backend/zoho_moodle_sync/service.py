@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Table, and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -104,6 +104,7 @@ class _Stored:
     fingerprint: str
     modified_time: datetime | None
     data: dict[str, Any] | None = None
+    deleted: bool = False
 
 
 def apply_batch(
@@ -156,7 +157,8 @@ def apply_batch(
         to_park.pop(zoho_id, None)
         settled.add(zoho_id)
         digest = fingerprint(item.data)
-        if current is None:
+        if current is None or current.deleted:
+            # A record deleted in Zoho and then restored there is new again.
             result = RecordResult(spec.key, Outcome.NEW, zoho_id, index)
         elif current.fingerprint == digest:
             result = RecordResult(spec.key, Outcome.UNCHANGED, zoho_id, index)
@@ -285,12 +287,15 @@ def _stored_versions(
     found: dict[str, _Stored] = {}
     for chunk in _chunks(ids):
         rows = session.execute(
-            select(table.c.zoho_id, table.c.fingerprint, table.c.zoho_modified_time).where(
-                table.c.tenant_id == tenant_id, table.c.zoho_id.in_(chunk)
-            )
+            select(
+                table.c.zoho_id,
+                table.c.fingerprint,
+                table.c.zoho_modified_time,
+                table.c.deleted_at.is_not(None),
+            ).where(table.c.tenant_id == tenant_id, table.c.zoho_id.in_(chunk))
         )
-        for zoho_id, digest, modified in rows:
-            found[zoho_id] = _Stored(digest, modified)
+        for zoho_id, digest, modified, deleted in rows:
+            found[zoho_id] = _Stored(digest, modified, deleted=bool(deleted))
     return found
 
 
@@ -577,7 +582,15 @@ def delete_records(
                 table.c.zoho_id.in_(chunk),
                 table.c.deleted_at.is_(None),
             )
-            .values(deleted_at=now, last_event_id=event_id)
+            .values(
+                deleted_at=now,
+                last_event_id=event_id,
+                # Events from before the deletion are stale from now on; a record restored in
+                # Zoho comes back with a newer Modified_Time.
+                zoho_modified_time=case(
+                    (table.c.zoho_modified_time > now, table.c.zoho_modified_time), else_=now
+                ),
+            )
         )
     parked = set(
         session.scalars(
