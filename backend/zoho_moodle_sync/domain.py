@@ -10,10 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 
 @dataclass(frozen=True)
@@ -32,10 +39,17 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Moodle's validate_email accepts roughly this; stricter checks belong to Moodle.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _ZOHO_ID = re.compile(r"^\d{1,32}$")
+# Amounts are stored as NUMERIC(18, 4): refuse what the column would round or overflow.
+_AMOUNT_DECIMALS = 4
+_AMOUNT_DIGITS = 14
+_AMOUNT_STEP = Decimal(1).scaleb(-_AMOUNT_DECIMALS)
+_AMOUNT_LIMIT = Decimal(10) ** _AMOUNT_DIGITS
 
 
 def _text(value: Any) -> Any:
     if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character, which no database column can hold")
         value = value.strip()
         return value or None
     return value
@@ -88,6 +102,10 @@ def _zoho_decimal(value: Any) -> Any:
         raise ValueError(f"expected a number, got {value!r}") from None
     if not number.is_finite():
         raise ValueError(f"expected a finite number, got {value!r}")
+    if number != number.quantize(_AMOUNT_STEP, rounding=ROUND_DOWN):
+        raise ValueError(f"more than {_AMOUNT_DECIMALS} decimal places: {value!r}")
+    if abs(number) >= _AMOUNT_LIMIT:
+        raise ValueError(f"too large: {value!r} (at most {_AMOUNT_DIGITS} digits before the point)")
     # 5900, 5900.0 and "5900.00" are one amount: keep one spelling so fingerprints agree.
     return Decimal(format(number.normalize(), "f"))
 
@@ -113,6 +131,8 @@ Email = Annotated[str | None, BeforeValidator(_text), AfterValidator(lambda v: v
 Day = Annotated[date | None, BeforeValidator(_zoho_date)]
 Moment = Annotated[datetime | None, BeforeValidator(_zoho_datetime)]
 Amount = Annotated[Decimal | None, BeforeValidator(_zoho_decimal)]
+Count = Annotated[int | None, Field(ge=-(2**31), le=2**31 - 1)]
+"""A whole number that fits the 32-bit INTEGER column."""
 LookupId = Annotated[str | None, BeforeValidator(_lookup_id)]
 RequiredText = Annotated[str, BeforeValidator(_text)]
 RequiredLookupId = Annotated[str, BeforeValidator(_lookup_id)]
@@ -269,7 +289,7 @@ class PaymentRecord(DomainRecord):
     payment_date: Annotated[Day, Zoho("Payment_Date")] = None
     method: Annotated[Picklist, Zoho("Payment_Method", max_length=120)] = None
     payment_type: Annotated[Picklist, Zoho("Payment_Type", max_length=120)] = None
-    installment_no: Annotated[int | None, Zoho("Installment_No")] = None
+    installment_no: Annotated[Count, Zoho("Installment_No")] = None
 
 
 class GradeRecord(DomainRecord):
@@ -282,7 +302,7 @@ class GradeRecord(DomainRecord):
     ]
     grade: Annotated[Picklist, Zoho("Grade", max_length=120)] = None
     grade_status: Annotated[Picklist, Zoho("Grade_Status", max_length=120)] = None
-    attempt_number: Annotated[int | None, Zoho("Attempt_Number")] = None
+    attempt_number: Annotated[Count, Zoho("Attempt_Number")] = None
     attempt_date: Annotated[Day, Zoho("Attempt_Date")] = None
     unit_name: Annotated[Text, Zoho("BTEC_Unit")] = None
     feedback: Annotated[Text, Zoho("Feedback", max_length=32000)] = None

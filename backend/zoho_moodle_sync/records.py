@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, RecordOutcome
-from zoho_moodle_sync.entities import EntitySpec
+from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait, RecordOutcome
+from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -60,16 +60,7 @@ def describe(
         "zoho_id": zoho_id,
         "state": "stored" if row is not None else "parked" if parked is not None else "not_stored",
         "stored": stored,
-        "parked": None
-        if parked is None
-        else {
-            "reason": parked.reason,
-            "message": parked.message,
-            "waiting_for": parked.waiting_for,
-            "parked_at": _iso(parked.parked_at),
-            "updated_at": _iso(parked.updated_at),
-            "event_id": parked.inbound_event_id,
-        },
+        "parked": None if parked is None else _parking(session, parked),
         "history": [
             {
                 "outcome": o.outcome,
@@ -79,4 +70,31 @@ def describe(
             }
             for o in outcomes
         ],
+    }
+
+
+def _parking(session: Session, parked: ParkedRecord) -> dict[str, Any]:
+    """Why a record is parked, as of now: dependencies that arrived since are left out."""
+    still = {
+        (entity, zoho_id)
+        for entity, zoho_id in session.execute(
+            select(ParkedWait.entity, ParkedWait.zoho_id).where(ParkedWait.parked_id == parked.id)
+        )
+    }
+    waiting = [w for w in parked.waiting_for if (w["entity"], w["zoho_id"]) in still]
+    if waiting and waiting != parked.waiting_for:
+        label = ENTITY_BY_KEY[waiting[0]["entity"]].label
+        reason = f"{label}_not_synced_yet"
+        message = "Waiting for " + ", ".join(
+            f"{ENTITY_BY_KEY[w['entity']].label} {w['zoho_id']} ({w['field']})" for w in waiting
+        )
+    else:
+        reason, message = parked.reason, parked.message
+    return {
+        "reason": reason,
+        "message": message,
+        "waiting_for": waiting or parked.waiting_for,
+        "parked_at": _iso(parked.parked_at),
+        "updated_at": _iso(parked.updated_at),
+        "event_id": parked.inbound_event_id,
     }
