@@ -48,8 +48,6 @@ _AMOUNT_LIMIT = Decimal(10) ** _AMOUNT_DIGITS
 
 def _text(value: Any) -> Any:
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("contains a NUL character, which no database column can hold")
         value = value.strip()
         return value or None
     return value
@@ -102,10 +100,10 @@ def _zoho_decimal(value: Any) -> Any:
         raise ValueError(f"expected a number, got {value!r}") from None
     if not number.is_finite():
         raise ValueError(f"expected a finite number, got {value!r}")
-    if number != number.quantize(_AMOUNT_STEP, rounding=ROUND_DOWN):
-        raise ValueError(f"more than {_AMOUNT_DECIMALS} decimal places: {value!r}")
     if abs(number) >= _AMOUNT_LIMIT:
         raise ValueError(f"too large: {value!r} (at most {_AMOUNT_DIGITS} digits before the point)")
+    if number != number.quantize(_AMOUNT_STEP, rounding=ROUND_DOWN):
+        raise ValueError(f"more than {_AMOUNT_DECIMALS} decimal places: {value!r}")
     # 5900, 5900.0 and "5900.00" are one amount: keep one spelling so fingerprints agree.
     return Decimal(format(number.normalize(), "f"))
 

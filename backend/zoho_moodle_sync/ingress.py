@@ -85,7 +85,12 @@ class SyncReport:
 
 
 def redact_query(query: Mapping[str, str]) -> dict[str, str]:
-    return {k: "***" if _looks_secret(k) else v for k, v in query.items()}
+    return {_clean(k): "***" if _looks_secret(k) else _clean(v) for k, v in query.items()}
+
+
+def _clean(text: str, limit: int = 1000) -> str:
+    """Text a JSON column can hold: no NUL, bounded."""
+    return text.replace("\x00", "\ufffd")[:limit]
 
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -111,9 +116,9 @@ def store_inbound(
             tenant_id=tenant_id,
             source=request.source,
             method=request.method,
-            route=request.route,
+            route=_clean(request.route, 300),
             entity=entity,
-            content_type=request.content_type,
+            content_type=_clean(request.content_type, 200) if request.content_type else None,
             query=redact_query(request.query),
             headers=kept_headers(request.headers),
             body=request.body,

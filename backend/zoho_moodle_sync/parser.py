@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -119,6 +119,14 @@ def parse_record(raw: Any) -> ZohoRecord | UnreadableRecord:
         return UnreadableRecord(
             None, (FieldError("id", f"not a Zoho record id (up to 32 digits): {zoho_id!r}"),)
         )
+    with_nul = [
+        str(key).replace("\x00", "\\u0000")
+        for key, value in raw.items()
+        if _has_nul(key) or _has_nul(value)
+    ]
+    if with_nul:
+        message = "contains a NUL character, which no database column can hold"
+        return UnreadableRecord(zoho_id, tuple(FieldError(name, message) for name in with_nul))
     modified = raw.get("Modified_Time")
     modified_time: datetime | None = None
     if modified is not None:
@@ -136,12 +144,26 @@ def parse_record(raw: Any) -> ZohoRecord | UnreadableRecord:
     return ZohoRecord(zoho_id=zoho_id, fields=raw, modified_time=modified_time)
 
 
+def _has_nul(value: Any) -> bool:
+    """No database text or JSON column can hold U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _parse_modified_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        # Stored in UTC: a time that has no UTC equivalent (year 1 east of Greenwich,
+        # year 9999 west of it) cannot be a real Modified_Time.
+        parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
     return parsed if parsed.tzinfo is not None else None
 

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     parked_sweep_seconds: float = Field(default=30.0, ge=0)
 
     secret_key: SecretStr = SecretStr("")
+    webhook_secret: SecretStr = SecretStr("")
+    admin_token: SecretStr = SecretStr("")
+    idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
     moodle_url: str = ""
     moodle_token: SecretStr = SecretStr("")
     moodle_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -69,10 +69,10 @@ async def read_inbound(request: Request, settings: SettingsDep) -> InboundReques
     truncated = False
     async for chunk in request.stream():
         size += len(chunk)
+        chunks.append(chunk)
         if size > limit:
             truncated = True
             break
-        chunks.append(chunk)
     body = b"".join(chunks)
     if truncated:
         body = body[:STORED_BODY_LIMIT]

@@ -26,11 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from zoho_moodle_sync.db.base import Amount, Base, JSONDocument, UTCDateTime, utcnow
+from zoho_moodle_sync.db.base import Amount, Base, BigId, JSONDocument, UTCDateTime, utcnow
 from zoho_moodle_sync.entities import ENTITIES, EntitySpec, FieldKind, FieldSpec
-
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-"""64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit and autoincrements."""
 
 
 class Tenant(Base):
@@ -177,3 +174,7 @@ def _entity_table(spec: EntitySpec) -> Table:
 
 
 ENTITY_TABLES: dict[str, Table] = {spec.key: _entity_table(spec) for spec in ENTITIES}
+
+# The delivery and security tables live in their own modules; importing them here means that
+# whoever loads the models has the whole schema on `Base.metadata`.
+from zoho_moodle_sync.db import outbox, security  # noqa: E402, F401

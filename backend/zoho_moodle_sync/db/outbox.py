@@ -9,8 +9,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from zoho_moodle_sync.db.base import Base, JSONDocument, UTCDateTime, utcnow
-from zoho_moodle_sync.db.models import BigId
+from zoho_moodle_sync.db.base import Base, BigId, JSONDocument, UTCDateTime, utcnow
 
 OPEN_STATES = ("pending", "waiting", "held")
 """States of a job not yet taken by a worker; a record has at most one job in them."""

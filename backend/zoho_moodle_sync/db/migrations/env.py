@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from zoho_moodle_sync.db import models, outbox  # noqa: F401  (registers every table)
+from zoho_moodle_sync.db import models  # noqa: F401  (registers every table)
 from zoho_moodle_sync.db.base import Base
 from zoho_moodle_sync.db.session import make_engine
 

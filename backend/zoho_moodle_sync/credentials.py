@@ -1,0 +1,159 @@
+"""Who is calling: tenant secrets (stored as SHA-256 digests, shown once), their rotation with
+an overlap window, Notifications API channel tokens, and the admin token.
+
+Secrets are long random strings, so a plain SHA-256 is the right digest: there is nothing to
+brute-force, and a digest can be looked up directly. Every comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import SecretStr
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.models import Tenant
+from zoho_moodle_sync.db.security import TenantCredential
+from zoho_moodle_sync.errors import ConfigurationError
+from zoho_moodle_sync.settings import Settings
+
+SECRET_PREFIX = "zms_"  # noqa: S105 (a marker, not a secret)
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_secret(presented: str, expected: SecretStr) -> bool:
+    """Constant-time equality of a presented secret and a configured one (never equal if unset)."""
+    wanted = expected.get_secret_value()
+    if not wanted:
+        return False
+    return hmac.compare_digest(digest(presented), digest(wanted))
+
+
+@dataclass(frozen=True)
+class CredentialView:
+    """What may be shown of a credential: never the secret."""
+
+    id: int
+    kind: str
+    label: str
+    hint: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        now = utcnow()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+def add_secret(
+    session: Session,
+    tenant: Tenant,
+    *,
+    label: str,
+    kind: str = "webhook",
+    secret: str | None = None,
+) -> str:
+    """Make a credential for the tenant; returns the secret, which is not stored anywhere."""
+    secret = secret or new_secret()
+    if len(secret) < 16:
+        raise ConfigurationError("a secret must be at least 16 characters long")
+    session.add(
+        TenantCredential(
+            tenant_id=tenant.id,
+            kind=kind,
+            label=label[:100],
+            secret_sha256=digest(secret),
+            hint=secret[:8],
+        )
+    )
+    session.flush()
+    return secret
+
+
+def rotate(session: Session, tenant: Tenant, *, overlap: timedelta, label: str) -> str:
+    """A new webhook secret; the current ones keep working for `overlap`, then expire."""
+    ends = utcnow() + overlap
+    session.execute(
+        update(TenantCredential)
+        .where(
+            TenantCredential.tenant_id == tenant.id,
+            TenantCredential.kind == "webhook",
+            TenantCredential.revoked_at.is_(None),
+            (TenantCredential.expires_at.is_(None)) | (TenantCredential.expires_at > ends),
+        )
+        .values(expires_at=ends)
+    )
+    return add_secret(session, tenant, label=label)
+
+
+def revoke(session: Session, tenant: Tenant, credential_id: int) -> bool:
+    credential = session.get(TenantCredential, credential_id)
+    if credential is None or credential.tenant_id != tenant.id or credential.revoked_at:
+        return False
+    credential.revoked_at = utcnow()
+    return True
+
+
+def list_for(session: Session, tenant: Tenant) -> list[CredentialView]:
+    rows = session.scalars(
+        select(TenantCredential)
+        .where(TenantCredential.tenant_id == tenant.id)
+        .order_by(TenantCredential.id)
+    )
+    return [
+        CredentialView(
+            row.id, row.kind, row.label, row.hint, row.created_at, row.expires_at, row.revoked_at
+        )
+        for row in rows
+    ]
+
+
+def tenant_for(
+    session: Session, presented: str, settings: Settings, *, kind: str = "webhook"
+) -> Tenant | None:
+    """The active tenant whose active credential of `kind` this is, or None."""
+    if not presented:
+        return None
+    wanted = digest(presented)
+    now = utcnow()
+    row = session.scalar(
+        select(TenantCredential).where(
+            TenantCredential.secret_sha256 == wanted,
+            TenantCredential.kind == kind,
+            TenantCredential.revoked_at.is_(None),
+        )
+    )
+    tenant: Tenant | None = None
+    if (
+        row is not None
+        and hmac.compare_digest(row.secret_sha256, wanted)
+        and (row.expires_at is None or row.expires_at > now)
+    ):
+        tenant = session.get(Tenant, row.tenant_id)
+    elif kind == "webhook" and same_secret(presented, settings.webhook_secret):
+        tenant = session.scalar(select(Tenant).where(Tenant.slug == settings.default_tenant))
+    if tenant is None or tenant.disabled_at is not None:
+        return None
+    return tenant
+
+
+def has_any(session: Session, tenant: Tenant, settings: Settings) -> bool:
+    """Whether any caller could authenticate as the tenant at all."""
+    if tenant.slug == settings.default_tenant and settings.webhook_secret.get_secret_value():
+        return True
+    return any(view.active for view in list_for(session, tenant) if view.kind == "webhook")

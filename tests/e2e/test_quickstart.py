@@ -1,0 +1,163 @@
+"""The README's "Try it": the real server, started as an operator starts it, driven over HTTP.
+
+`zoho-moodle-sync serve` runs as a subprocess on a free port, on a new SQLite file (which it creates
+and migrates itself) and on the PostgreSQL test database. The sample college of `docs/examples/`
+is sent enrolments first; the enrolments must be stored once their students and classes arrive,
+without being sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+README_ENROLLMENT = "5725767141565000085"
+STARTUP_SECONDS = 60
+
+
+def console_script() -> str:
+    """The `zoho-moodle-sync` script of the Python running the tests (or else the one on PATH)."""
+    beside_python = Path(sysconfig.get_path("scripts")) / "zoho-moodle-sync"
+    if beside_python.exists():
+        return str(beside_python)
+    on_path = shutil.which("zoho-moodle-sync")
+    if on_path is None:
+        pytest.fail("the zoho-moodle-sync console script is not installed: pip install -e .")
+    return on_path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """A SQLite file that does not exist yet (the server creates and migrates it, as in the quick
+    start), or the emptied PostgreSQL test database, migrated already as `db upgrade` leaves it."""
+    if backend == "sqlite":
+        return {
+            "DATABASE_URL": f"sqlite:///{tmp_path}/data/zoho_moodle_sync.db",
+            "AUTO_MIGRATE": "true",
+        }
+    db: Database = request.getfixturevalue("db")
+    return {"DATABASE_URL": db.url, "AUTO_MIGRATE": "false"}
+
+
+@pytest.fixture
+def server(server_database: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """The base URL of a running `zoho-moodle-sync serve`; the process is always stopped."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env |= server_database | {"HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "INFO"}
+    stderr_path = tmp_path / "server.stderr"
+    base_url = f"http://127.0.0.1:{port}"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(  # noqa: S603
+            [console_script(), "serve"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_until_healthy(process, base_url, stderr_path)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, stderr: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"the server exited with status {process.returncode} before answering; "
+                f"its stderr:\n{stderr.read_text(errors='replace')}"
+            )
+        try:
+            if httpx.get(f"{base_url}/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(
+        f"the server did not answer /v1/health within {STARTUP_SECONDS}s; "
+        f"its stderr:\n{stderr.read_text(errors='replace')}"
+    )
+
+
+def load_example(entity: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = json.loads((EXAMPLES / f"{entity}.json").read_text())["data"]
+    return records
+
+
+def send_example(http: httpx.Client, entity: str) -> Any:
+    response = http.post(
+        f"/v1/sync/{entity}",
+        content=(EXAMPLES / f"{entity}.json").read_bytes(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_enrollments_sent_first_are_stored_once_their_students_and_classes_arrive(
+    server: str, backend: str
+) -> None:
+    enrollments = {record["id"]: record for record in load_example("enrollments")}
+    ends_before_start = {i for i, r in enrollments.items() if r["End_Date"] < r["Start_Date"]}
+
+    with httpx.Client(base_url=server, timeout=30) as http:
+        health = http.get("/v1/health").json()
+        early = send_example(http, "enrollments")
+        later = {e: send_example(http, e) for e in ("programs", "teachers", "units", "students")}
+        classes = send_example(http, "classes")
+        readme_record = http.get(f"/v1/records/enrollments/{README_ENROLLMENT}")
+        docs = http.get("/docs")
+        openapi = http.get("/openapi.json")
+
+    assert health["status"] == "ok"
+    assert health["database"] == backend
+    assert health["schema_current"] is True
+    skipped = {r["zoho_id"] for r in early["results"] if r["outcome"] == "SKIPPED"}
+    invalid = {r["zoho_id"] for r in early["results"] if r["outcome"] == "INVALID"}
+    assert invalid == ends_before_start
+    assert skipped == set(enrollments) - ends_before_start
+    assert README_ENROLLMENT in skipped
+    assert {r["reason"] for r in early["results"] if r["outcome"] == "SKIPPED"} == {
+        "student_not_synced_yet"
+    }
+    assert all(answer["released"] == [] for answer in later.values())
+    assert {(r["entity"], r["outcome"]) for r in classes["released"]} == {("enrollments", "NEW")}
+    assert {r["zoho_id"] for r in classes["released"]} == skipped
+    assert readme_record.status_code == 200, readme_record.text
+    assert readme_record.json()["state"] == "stored"
+    assert [h["outcome"] for h in readme_record.json()["history"]] == ["NEW", "SKIPPED"]
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+    assert "/v1/sync/{entity}" in openapi.json()["paths"]

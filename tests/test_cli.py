@@ -1,0 +1,391 @@
+"""The `zoho-moodle-sync` command line on real databases (a fresh SQLite file, and PostgreSQL).
+
+Commands run through typer's CliRunner; where the point is what an operator reads when something
+is wrong, they run through `main()`, the console script's entry point, which turns the service's
+errors into one `error: ...` line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner, Result
+
+from tests.conftest import sync
+from tests.factories import (
+    ClassRecordFactory,
+    EnrollmentRecordFactory,
+    ProgramRecordFactory,
+    Record,
+    StudentRecordFactory,
+    TeacherRecordFactory,
+    UnitRecordFactory,
+)
+from zoho_moodle_sync import parser, service, tenants
+from zoho_moodle_sync.cli import app, main
+from zoho_moodle_sync.db import migrate
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.mapper import map_record
+from zoho_moodle_sync.settings import Settings, get_settings
+
+HEAD = migrate.head_revision()
+
+
+@pytest.fixture(autouse=True)
+def settings_from_nowhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No setting leaks in from the environment or a `.env` file; get_settings() reads afresh."""
+    monkeypatch.chdir(tmp_path)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def cli_ok(*args: str) -> str:
+    result = cli(*args)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class Exited:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def console(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., Exited]:
+    """Run `zoho-moodle-sync ARGS...` in this process, as the console script does."""
+
+    def run(*args: str) -> Exited:
+        monkeypatch.setattr(sys, "argv", ["zoho-moodle-sync", *args])
+        monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+        with pytest.raises(SystemExit) as exited:
+            main()
+        captured = capsys.readouterr()
+        code = exited.value.code
+        return Exited(code if isinstance(code, int) else 1, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def fresh_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """A database with no schema at all: a new SQLite file, or the PostgreSQL test database taken
+    down to `base` (and brought back to head afterwards for the tests that follow)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/not-yet/zoho_moodle_sync.db"
+        return
+    db: Database = request.getfixturevalue("db")
+    migrate.downgrade(db.engine, "base")
+    try:
+        yield db.url
+    finally:
+        migrate.upgrade(db.engine)
+
+
+def test_db_upgrade_current_and_downgrade(fresh_database_url: str) -> None:
+    url = ("--database-url", fresh_database_url)
+
+    assert cli_ok("db", "current", *url) == f"current: None  head: {HEAD}\n"
+    assert cli_ok("db", "upgrade", *url) == f"database at revision {HEAD}\n"
+    assert cli_ok("db", "current", *url) == f"current: {HEAD}  head: {HEAD}\n"
+    assert cli_ok("tenant", "list", *url) == "default\tactive\tdefault\n"
+    assert cli_ok("db", "downgrade", "base", *url) == "database at revision None\n"
+    assert cli_ok("db", "current", *url) == f"current: None  head: {HEAD}\n"
+    assert cli_ok("db", "upgrade", *url) == f"database at revision {HEAD}\n"
+    assert cli_ok("tenant", "list", *url) == "default\tactive\tdefault\n"
+
+
+def test_tenants_are_created_listed_and_shown(
+    db: Database, database_url: str, console: Callable[..., Exited]
+) -> None:
+    url = ("--database-url", database_url)
+    cli_ok("db", "upgrade", *url)
+
+    created = cli_ok("tenant", "create", "north", "--name", "North Campus — Şişli", *url)
+    listed = cli_ok("tenant", "list", *url)
+    shown = json.loads(cli_ok("tenant", "show", "north", *url))
+    missing = cli("tenant", "show", "ghost", *url)
+    again = console("tenant", "create", "north", *url)
+    bad_slug = console("tenant", "create", "North Campus", *url)
+
+    assert created.startswith("created tenant north (id ")
+    assert listed.splitlines() == [
+        "default\tactive\tdefault",
+        "north\tactive\tNorth Campus — Şişli",
+    ]
+    assert shown["slug"] == "north"
+    assert shown["name"] == "North Campus — Şişli"
+    assert shown["disabled_at"] is None
+    assert shown["mapping"] == {}
+    assert missing.exit_code == 1
+    assert missing.stderr == "error: no tenant 'ghost'\n"
+    assert again == Exited(1, "", "error: tenant 'north' exists already\n")
+    assert bad_slug.code == 1
+    assert bad_slug.err.startswith("error: a tenant slug is 1-63 lower-case letters")
+    assert cli_ok("tenant", "list", *url).count("\n") == 2
+
+
+MAPPING = {
+    "entities": {
+        "students": {
+            "fields": {"student_number": "Student_No"},
+            "status_values": {"Aktif": "Active"},
+        }
+    }
+}
+
+
+def test_a_mapping_set_from_a_json_file_changes_how_the_tenant_reads_records(
+    client: TestClient, database_url: str, tmp_path: Path
+) -> None:
+    url = ("--database-url", database_url)
+    cli_ok("tenant", "create", "north", *url)
+    mapping_file = tmp_path / "north-mapping.json"
+    mapping_file.write_text(json.dumps(MAPPING), encoding="utf-8")
+
+    updated = cli_ok("tenant", "set-mapping", "north", str(mapping_file), *url)
+    shown = json.loads(cli_ok("tenant", "show", "north", *url))
+    student = StudentRecordFactory(Status="Aktif")
+    student["Student_No"] = student.pop("Name")
+    in_north = sync(client, "students", [student], headers={"X-Tenant-ID": "north"})
+    in_default = sync(client, "students", [student])
+
+    assert updated == "mapping of north updated\n"
+    assert shown["mapping"] == MAPPING
+    assert in_north["results"][0]["outcome"] == "NEW"
+    view = client.get(f"/v1/records/students/{student['id']}", headers={"X-Tenant-ID": "north"})
+    assert view.json()["stored"]["data"]["student_number"] == student["Student_No"]
+    assert view.json()["stored"]["data"]["status"] == "Active"
+    assert in_default["results"][0]["errors"] == [
+        {"field": "Name", "message": "required, but missing"}
+    ]
+
+
+INVALID_MAPPINGS = {
+    "unknown-field": (
+        json.dumps({"entities": {"students": {"fields": {"nope": "X"}}}}),
+        "error: invalid field mapping: 1 validation error for FieldMapping\n"
+        "  Value error, students: unknown fields ['nope']; known: student_number, ",
+    ),
+    "unknown-entity": (
+        json.dumps({"entities": {"contacts": {"module": "Contacts"}}}),
+        "error: invalid field mapping: 1 validation error for FieldMapping\n"
+        "  Value error, unknown entity 'contacts'; known: programs, ",
+    ),
+    "same-module": (
+        json.dumps({"entities": {"students": {"module": "BTEC_Teachers"}}}),
+        "error: invalid field mapping: 1 validation error for FieldMapping\n"
+        "  Value error, two entities are mapped to the same Zoho module",
+    ),
+    "no-status-field": (
+        json.dumps({"entities": {"teachers": {"status_values": {"A": "B"}}}}),
+        "error: invalid field mapping: 1 validation error for FieldMapping\n"
+        "  Value error, teachers: has no status field to translate",
+    ),
+    "array": ("[1, 2]", "error: invalid field mapping: 1 validation error for FieldMapping\n"),
+    "not-json": ("{not json", "error: cannot read "),
+}
+
+
+def test_an_invalid_mapping_is_refused_with_a_clear_error_and_changes_nothing(
+    db: Database, database_url: str, tmp_path: Path, console: Callable[..., Exited]
+) -> None:
+    url = ("--database-url", database_url)
+    cli_ok("db", "upgrade", *url)
+    mapping_file = tmp_path / "mapping.json"
+
+    for case, (content, message) in INVALID_MAPPINGS.items():
+        mapping_file.write_text(content, encoding="utf-8")
+
+        refused = console("tenant", "set-mapping", "default", str(mapping_file), *url)
+
+        assert refused.code == 1, case
+        assert refused.err.startswith(message), (case, refused.err)
+        assert refused.out == "", case
+    mapping_file.write_text(json.dumps(MAPPING), encoding="utf-8")
+    no_file = cli("tenant", "set-mapping", "default", str(tmp_path / "nowhere.json"), *url)
+    no_tenant = cli("tenant", "set-mapping", "ghost", str(mapping_file), *url)
+
+    assert no_file.exit_code == 1
+    assert no_file.stderr.startswith(f"error: cannot read {tmp_path / 'nowhere.json'}: ")
+    assert no_tenant.exit_code == 1
+    assert no_tenant.stderr == "error: no tenant 'ghost'\n"
+    assert json.loads(cli_ok("tenant", "show", "default", *url))["mapping"] == {}
+
+
+def event_lines(*args: str) -> list[list[str]]:
+    return [line.split("\t") for line in cli_ok("events", "list", *args).splitlines()]
+
+
+def test_stored_requests_are_listed_newest_first_and_shown_by_id(
+    client: TestClient, database_url: str
+) -> None:
+    url = ("--database-url", database_url)
+    students: list[Record] = [StudentRecordFactory(First_Name="Şükrü"), StudentRecordFactory()]
+    processed = sync(client, "students", students)["event_id"]
+    broken = b'{"data": ['
+    rejected = client.post(
+        "/v1/sync/students", content=broken, headers={"Content-Type": "application/json"}
+    ).json()["error"]["event_id"]
+
+    everything = event_lines(*url)
+    only_rejected = event_lines("--status", "rejected", *url)
+    newest = event_lines("--limit", "1", *url)
+    shown = json.loads(cli_ok("events", "show", str(processed), "--body", *url))
+    without_body = json.loads(cli_ok("events", "show", str(rejected), *url))
+
+    assert [(line[0], line[2], line[3], line[4]) for line in everything] == [
+        (str(rejected), "rejected", "400", "POST /v1/sync/students"),
+        (str(processed), "processed", "200", "POST /v1/sync/students"),
+    ]
+    assert everything[0][5] == f"{len(broken)} bytes"
+    assert [line[0] for line in only_rejected] == [str(rejected)]
+    assert [line[0] for line in newest] == [str(rejected)]
+    assert shown["id"] == processed
+    assert shown["status"] == "processed"
+    assert shown["entity"] == "students"
+    assert shown["summary"]["NEW"] == 2
+    assert json.loads(shown["body"]) == {"data": students}
+    assert "body" not in without_body
+    assert without_body["error"].startswith("Body is not valid JSON: ")
+    unknown = cli("events", "show", "999999", *url)
+    assert unknown.exit_code == 1
+    assert unknown.stderr == "error: no inbound event 999999\n"
+
+
+def test_replaying_a_stored_request_finds_every_record_unchanged(
+    client: TestClient, database_url: str, console: Callable[..., Exited]
+) -> None:
+    url = ("--database-url", database_url)
+    teachers = TeacherRecordFactory.build_batch(2)
+    original = sync(client, "teachers", teachers)["event_id"]
+    unknown_entity = client.post("/v1/sync/contacts", json={"data": []}).json()["error"]
+    too_large = client.post("/v1/sync/teachers", json={"data": [{"pad": "x" * 3_000_000}]}).json()[
+        "error"
+    ]
+
+    replayed = json.loads(cli_ok("events", "replay", str(original), *url))
+    copy = json.loads(cli_ok("events", "show", str(replayed["event_id"]), *url))
+    of_unknown = console("events", "replay", str(unknown_entity["event_id"]), *url)
+    of_too_large = console("events", "replay", str(too_large["event_id"]), *url)
+    of_nothing = console("events", "replay", "999999", *url)
+
+    assert replayed["event_id"] > original
+    assert replayed["summary"]["total"] == 2
+    assert replayed["summary"]["UNCHANGED"] == 2
+    assert replayed["released"] == 0
+    assert (copy["source"], copy["replay_of"], copy["status"]) == ("replay", original, "processed")
+    assert of_unknown == Exited(
+        1, "", f"error: inbound event {unknown_entity['event_id']} names no entity to replay\n"
+    )
+    assert of_too_large == Exited(
+        1,
+        "",
+        f"error: inbound event {too_large['event_id']} was over the size limit; its body is cut\n",
+    )
+    assert of_nothing == Exited(1, "", "error: no inbound event 999999\n")
+
+
+def store_without_releasing(db: Database, entity: str, record: dict[str, Any]) -> None:
+    """Store a record the way a concurrent transaction does: without seeing the parked records
+    that wait for it, so only a sweep can release them."""
+    spec = ENTITY_BY_KEY[entity]
+    with db.sessions.begin() as session:
+        tenant = tenants.get_by_slug(session, "default")
+        assert tenant is not None
+        context = tenants.context_of(tenant)
+        mapping = context.mapping.for_entity(spec)
+        parsed = parser.parse_record(record)
+        assert isinstance(parsed, parser.ZohoRecord)
+        service.apply_batch(
+            session=session,
+            tenant_id=context.id,
+            mapping=mapping,
+            items=[(0, map_record(mapping, parsed))],
+            event_id=None,
+        )
+
+
+def test_parked_records_are_listed_and_a_sweep_releases_those_now_ready(
+    client: TestClient, db: Database, database_url: str
+) -> None:
+    url = ("--database-url", database_url)
+    program = ProgramRecordFactory()
+    unit = UnitRecordFactory(program=program)
+    student, klass = StudentRecordFactory(), ClassRecordFactory()
+    enrollment = EnrollmentRecordFactory(student=student, class_=klass)
+    sync(client, "enrollments", [enrollment])
+    sync(client, "units", [unit])
+
+    listed = [line.split("\t") for line in cli_ok("parked", "list", *url).splitlines()]
+    only_units = cli_ok("parked", "list", "--entity", "units", *url).splitlines()
+    nothing_ready = cli_ok("parked", "sweep", *url)
+    store_without_releasing(db, "programs", program)
+    swept = cli_ok("parked", "sweep", *url)
+
+    assert [(line[0], line[1], line[3]) for line in listed] == [
+        (
+            "enrollments",
+            enrollment["id"],
+            f"students:{student['id']}, classes:{klass['id']}",
+        ),
+        ("units", unit["id"], f"programs:{program['id']}"),
+    ]
+    assert [line.split("\t")[1] for line in only_units] == [unit["id"]]
+    assert nothing_ready == "released 0 record(s)\n"
+    assert swept == "released 1 record(s)\n"
+    assert client.get(f"/v1/records/units/{unit['id']}").json()["state"] == "stored"
+    assert cli_ok("parked", "list", "--entity", "units", *url) == ""
+    assert cli_ok("parked", "list", "--entity", "enrollments", *url).startswith("enrollments\t")
+
+
+def test_the_cli_runs_as_a_python_module(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["zoho_moodle_sync.cli", "--help"])
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("zoho_moodle_sync.cli", run_name="__main__")
+
+    assert exited.value.code == 0
+    assert "Usage:" in capsys.readouterr().out
+
+
+def test_an_invalid_database_url_is_a_clear_error(console: Callable[..., Exited]) -> None:
+    refused = console("db", "current", "--database-url", "mysql://zms@localhost/zms")
+
+    assert refused.code == 1
+    assert refused.err.startswith("error: ")
+    assert "DATABASE_URL must be a sqlite:/// or postgresql:// URL" in refused.err
+
+
+def test_a_database_without_schema_is_a_clear_error(
+    console: Callable[..., Exited], tmp_path: Path
+) -> None:
+    refused = console("tenant", "list", "--database-url", f"sqlite:///{tmp_path}/empty.db")
+
+    assert refused.code == 1
+    assert refused.err.startswith("error: ")
+    assert "db upgrade" in refused.err
