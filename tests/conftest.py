@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.api.app import create_app
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.base import Base
@@ -27,6 +28,8 @@ from zoho_moodle_sync.tenants import TenantContext, context_of, ensure
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 REQUIRE_PG = os.environ.get("REQUIRE_POSTGRES") == "1"
 DEFAULT_TENANT = "default"
+TEST_SECRET = "zms_test-secret-of-the-default-tenant"
+AUTH = {"Authorization": f"Bearer {TEST_SECRET}"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -103,14 +106,17 @@ def settings(database_url: str) -> Settings:
         max_body_bytes=2 * 1024 * 1024,
         max_batch_records=1000,
         run_worker=False,
+        webhook_secret=TEST_SECRET,
         _env_file=None,
     )
 
 
 @pytest.fixture
 def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    """The ASGI app on the test database, lifespan included (creates the default tenant)."""
-    with TestClient(create_app(settings, db), raise_server_exceptions=False) as test_client:
+    """The ASGI app on the test database, lifespan included (creates the default tenant),
+    calling with the default tenant's secret."""
+    app = create_app(settings, db)
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as test_client:
         yield test_client
 
 
@@ -119,3 +125,11 @@ def sync(client: TestClient, entity: str, records: list[dict[str, Any]], **kwarg
     response = client.post(f"/v1/sync/{entity}", json={"data": records}, **kwargs)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def tenant_with_secret(db: Database, slug: str) -> dict[str, str]:
+    """Create tenant `slug` with a secret of its own; returns the headers that authenticate."""
+    with db.sessions.begin() as session:
+        tenant = tenants.get_by_slug(session, slug) or tenants.create(session, slug=slug)
+        secret = credentials.add_secret(session, tenant, label="test")
+    return {"Authorization": f"Bearer {secret}"}

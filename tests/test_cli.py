@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
-from tests.conftest import sync
+from tests.conftest import sync, tenant_with_secret
 from tests.factories import (
     ClassRecordFactory,
     EnrollmentRecordFactory,
@@ -157,7 +157,7 @@ MAPPING = {
 
 
 def test_a_mapping_set_from_a_json_file_changes_how_the_tenant_reads_records(
-    client: TestClient, database_url: str, tmp_path: Path
+    client: TestClient, db: Database, database_url: str, tmp_path: Path
 ) -> None:
     url = ("--database-url", database_url)
     cli_ok("tenant", "create", "north", *url)
@@ -168,13 +168,14 @@ def test_a_mapping_set_from_a_json_file_changes_how_the_tenant_reads_records(
     shown = json.loads(cli_ok("tenant", "show", "north", *url))
     student = StudentRecordFactory(Status="Aktif")
     student["Student_No"] = student.pop("Name")
-    in_north = sync(client, "students", [student], headers={"X-Tenant-ID": "north"})
+    north = tenant_with_secret(db, "north")
+    in_north = sync(client, "students", [student], headers=north)
     in_default = sync(client, "students", [student])
 
     assert updated == "mapping of north updated\n"
     assert shown["mapping"] == MAPPING
     assert in_north["results"][0]["outcome"] == "NEW"
-    view = client.get(f"/v1/records/students/{student['id']}", headers={"X-Tenant-ID": "north"})
+    view = client.get(f"/v1/records/students/{student['id']}", headers=north)
     assert view.json()["stored"]["data"]["student_number"] == student["Student_No"]
     assert view.json()["stored"]["data"]["status"] == "Active"
     assert in_default["results"][0]["errors"] == [

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import sync
+from tests.conftest import AUTH, sync, tenant_with_secret
 from tests.factories import (
     CLASSES,
     ENROLLMENTS,
@@ -39,7 +39,6 @@ from tests.factories import (
     build_college,
     zoho_datetime,
 )
-from zoho_moodle_sync import tenants
 from zoho_moodle_sync.api.app import create_app
 from zoho_moodle_sync.db.models import InboundEvent
 from zoho_moodle_sync.db.session import Database
@@ -508,10 +507,8 @@ def test_a_newer_version_of_a_parked_record_replaces_it_and_an_older_one_is_stal
 # ---------------------------------------------------------------------------------------------
 
 
-def test_the_tenant_is_chosen_by_the_x_tenant_id_header(client: TestClient, db: Database) -> None:
-    with db.sessions.begin() as session:
-        tenants.create(session, slug="north", name="North Campus")
-    north = {"X-Tenant-ID": "north"}
+def test_the_tenant_is_chosen_by_its_credential(client: TestClient, db: Database) -> None:
+    north = tenant_with_secret(db, "north")
     teacher, program = TeacherRecordFactory(), ProgramRecordFactory()
     unit = UnitRecordFactory(program=program)
     sync(client, "units", [unit])
@@ -890,14 +887,24 @@ REFUSALS: list[tuple[str, str, bytes, str | None, dict[str, str], int, str, str]
         "enrollments, registrations, payments, grades",
     ),
     (
-        "unknown-tenant",
+        "another-tenant",
         "students",
         b'{"data": []}',
         "application/json",
         {"X-Tenant-ID": "ghost"},
-        404,
-        "not_found",
-        "no active tenant 'ghost'",
+        403,
+        "forbidden",
+        "not allowed",
+    ),
+    (
+        "no-credential",
+        "students",
+        b'{"data": []}',
+        "application/json",
+        {"Authorization": ""},
+        401,
+        "unauthenticated",
+        "missing or invalid credential",
     ),
 ]
 
@@ -958,7 +965,8 @@ def test_json_is_read_under_the_content_types_curl_and_zoho_send(client: TestCli
 @pytest.fixture
 def three_per_batch(settings: Settings, db: Database) -> Iterator[TestClient]:
     limited = settings.model_copy(update={"max_batch_records": 3})
-    with TestClient(create_app(limited, db), raise_server_exceptions=False) as test_client:
+    app = create_app(limited, db)
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as test_client:
         yield test_client
 
 

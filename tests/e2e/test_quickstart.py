@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import TEST_SECRET
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings
 
@@ -60,7 +61,7 @@ def server_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path
             "AUTO_MIGRATE": "true",
         }
     db: Database = request.getfixturevalue("db")
-    return {"DATABASE_URL": db.url, "AUTO_MIGRATE": "false"}
+    return {"DATABASE_URL": db.url, "AUTO_MIGRATE": "false", "WEBHOOK_SECRET": TEST_SECRET}
 
 
 @pytest.fixture
@@ -127,12 +128,18 @@ def send_example(http: httpx.Client, entity: str) -> Any:
 
 
 def test_enrollments_sent_first_are_stored_once_their_students_and_classes_arrive(
-    server: str, backend: str
+    server: str, backend: str, tmp_path: Path
 ) -> None:
     enrollments = {record["id"]: record for record in load_example("enrollments")}
     ends_before_start = {i for i, r in enrollments.items() if r["End_Date"] < r["Start_Date"]}
+    # The embedded install writes its first secret next to the database, as the README says.
+    secret_file = tmp_path / "data" / "webhook-secret"
+    secret = secret_file.read_text().strip() if backend == "sqlite" else TEST_SECRET
+    auth = {"Authorization": f"Bearer {secret}"}
 
     with httpx.Client(base_url=server, timeout=30) as http:
+        refused = http.post("/v1/sync/students", json={"data": []})
+        http.headers.update(auth)
         health = http.get("/v1/health").json()
         early = send_example(http, "enrollments")
         later = {e: send_example(http, e) for e in ("programs", "teachers", "units", "students")}
@@ -141,6 +148,9 @@ def test_enrollments_sent_first_are_stored_once_their_students_and_classes_arriv
         docs = http.get("/docs")
         openapi = http.get("/openapi.json")
 
+    assert refused.status_code == 401
+    if backend == "sqlite":
+        assert secret_file.stat().st_mode & 0o077 == 0
     assert health["status"] == "ok"
     assert health["database"] == backend
     assert health["schema_current"] is True

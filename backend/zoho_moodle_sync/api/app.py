@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import __version__, ingress, tenants
+from zoho_moodle_sync import __version__, credentials, ingress, tenants
 from zoho_moodle_sync.api.responses import install_error_handlers
 from zoho_moodle_sync.api.routes import health, jobs, metrics, records, sync
 from zoho_moodle_sync.db import migrate
@@ -22,11 +22,24 @@ log = logging.getLogger(__name__)
 
 
 def prepare_database(db: Database, settings: Settings) -> None:
-    """Migrate (when enabled) and make sure the default tenant exists."""
+    """Migrate (when enabled), make sure the default tenant exists, and give an embedded
+    install a secret to call it with."""
     if settings.auto_migrate:
         migrate.upgrade(db.engine)
     with db.sessions.begin() as session:
-        tenants.ensure(session, settings.default_tenant)
+        tenant = tenants.ensure(session, settings.default_tenant)
+        path = settings.sqlite_path()
+        if path is not None and not credentials.has_any(session, tenant, settings):
+            secret_file = path.parent / "webhook-secret"
+            secret = credentials.add_secret(session, tenant, label="created at first start")
+            secret_file.touch(mode=0o600)
+            secret_file.write_text(secret + "\n", encoding="utf-8")
+            log.warning(
+                "no credential was configured for tenant %r: a new secret was written to %s "
+                "(send it as `Authorization: Bearer <secret>`)",
+                tenant.slug,
+                secret_file,
+            )
 
 
 async def _sweep_forever(db: Database, every: float) -> None:

@@ -1,16 +1,17 @@
-"""FastAPI dependencies: settings, database, tenant, and the size-limited request body."""
+"""FastAPI dependencies: settings, database, the caller's tenant (by its credential), and the
+size-limited request body."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import tenants
+from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.errors import NotFound
+from zoho_moodle_sync.errors import Forbidden, NotFound, RequestRejected, Unauthenticated
 from zoho_moodle_sync.ingress import STORED_BODY_LIMIT, InboundRequest
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import TenantContext
@@ -32,32 +33,81 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 
 @dataclass(frozen=True)
 class TenantResolution:
-    """The tenant a request belongs to, or why none could be decided."""
+    """The tenant a request belongs to, decided by the credential it presents, or why the
+    request is refused. Routes store what arrived before they act on a refusal."""
 
     tenant: TenantContext | None
-    error: NotFound | None
+    error: RequestRejected | None
+    admin: bool = False
+
+
+_REFUSED = "missing or invalid credential"
+
+
+def presented_secret(
+    authorization: str | None, x_webhook_token: str | None, token: str | None
+) -> str:
+    """The secret from `Authorization: Bearer`, `X-Webhook-Token` or `?token=`, in that order
+    (Zoho workflow webhooks can only send custom headers or parameters)."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return (x_webhook_token or token or "").strip()
 
 
 async def resolve_tenant(
     db: DatabaseDep,
     settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_webhook_token: Annotated[str | None, Header()] = None,
     x_tenant_id: Annotated[str | None, Header()] = None,
+    token: Annotated[
+        str | None, Query(description="The tenant's secret, for callers that cannot send headers")
+    ] = None,
 ) -> TenantResolution:
-    slug = x_tenant_id or settings.default_tenant
+    secret = presented_secret(authorization, x_webhook_token, token)
 
     def load() -> TenantResolution:
+        if not secret:
+            return TenantResolution(None, Unauthenticated(_REFUSED))
         with db.sessions() as session:
-            try:
-                return TenantResolution(
-                    tenants.context_of(tenants.require_active(session, slug)), None
-                )
-            except NotFound as error:
-                return TenantResolution(None, error)
+            if credentials.same_secret(secret, settings.admin_token):
+                try:
+                    tenant = tenants.require_active(session, x_tenant_id or settings.default_tenant)
+                except NotFound as error:
+                    return TenantResolution(None, error, admin=True)
+                return TenantResolution(tenants.context_of(tenant), None, admin=True)
+            found = credentials.tenant_for(session, secret, settings)
+            if found is None:
+                return TenantResolution(None, Unauthenticated(_REFUSED))
+            if x_tenant_id is not None and x_tenant_id != found.slug:
+                # Another tenant's data: refused without saying whether that tenant exists.
+                return TenantResolution(None, Forbidden("not allowed"))
+            return TenantResolution(tenants.context_of(found), None)
 
     return await run_in_threadpool(load)
 
 
+async def require_admin(
+    resolution: Annotated[TenantResolution, Depends(resolve_tenant)], settings: SettingsDep
+) -> TenantResolution:
+    """Admin routes: the admin token, or the default tenant's own secret while no admin token
+    is configured (a single-school install)."""
+    if resolution.admin:
+        return resolution
+    if resolution.error is not None:
+        raise resolution.error
+    assert resolution.tenant is not None
+    if not settings.admin_token.get_secret_value() and (
+        resolution.tenant.slug == settings.default_tenant
+    ):
+        return resolution
+    raise Forbidden("not allowed")
+
+
 TenantDep = Annotated[TenantResolution, Depends(resolve_tenant)]
+AdminDep = Annotated[TenantResolution, Depends(require_admin)]
 
 
 async def read_inbound(request: Request, settings: SettingsDep) -> InboundRequest:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import outbox, tenants
-from zoho_moodle_sync.api.deps import DatabaseDep, SettingsDep, TenantDep
+from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep, SettingsDep, TenantDep
 from zoho_moodle_sync.api.responses import json_response
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import ConfigurationError, Unprocessable
@@ -91,7 +91,7 @@ async def retry_jobs(
 
 
 @router.get("/status", summary="Delivery per tenant and entity: jobs by state, queue, dead jobs")
-async def delivery_status(db: DatabaseDep, settings: SettingsDep) -> Response:
+async def delivery_status(_admin: AdminDep, db: DatabaseDep, settings: SettingsDep) -> Response:
     def load() -> dict[str, Any]:
         with db.sessions() as session:
             everyone = tenants.list_all(session)

@@ -7,13 +7,13 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import outbox, tenants
-from zoho_moodle_sync.api.deps import DatabaseDep
+from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", summary="Prometheus metrics (jobs, Moodle calls, delivery latency)")
-async def metrics(db: DatabaseDep) -> Response:
+async def metrics(_admin: AdminDep, db: DatabaseDep) -> Response:
     def render() -> str:
         with db.sessions() as session:
             slugs = {tenant.id: tenant.slug for tenant in tenants.list_all(session)}
