@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from zoho_moodle_sync import ingress, outbox, tenants
+from zoho_moodle_sync import credentials, ingress, outbox, tenants
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord
 from zoho_moodle_sync.db.session import Database
@@ -160,8 +160,87 @@ def tenant_show(slug: str, database_url: DatabaseUrl = None) -> None:
                     else "not set",
                 },
                 "delivery": tenants.delivery_policy(tenant).model_dump(mode="json"),
+                "secrets": [
+                    {
+                        "id": view.id,
+                        "label": view.label,
+                        "starts": view.hint + "…",
+                        "created_at": view.created_at,
+                        "expires_at": view.expires_at,
+                        "state": "active" if view.active else "expired or revoked",
+                    }
+                    for view in credentials.list_for(session, tenant)
+                ],
             }
         )
+
+
+@tenant_app.command("add-secret")
+def tenant_add_secret(
+    slug: str,
+    label: Annotated[str, typer.Option(help="What the secret is for.")] = "webhook",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Make a new secret for the tenant and print it once (only its digest is stored)."""
+    with _database(database_url).sessions.begin() as session:
+        tenant = _tenant(session, slug)
+        secret = credentials.add_secret(session, tenant, label=label)
+    typer.echo(secret)
+
+
+@tenant_app.command("rotate-secret")
+def tenant_rotate_secret(
+    slug: str,
+    overlap_hours: Annotated[
+        float, typer.Option(help="How long the current secrets keep working.")
+    ] = 24.0,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Make a new secret and let the current ones expire after the overlap window."""
+    from datetime import timedelta
+
+    with _database(database_url).sessions.begin() as session:
+        tenant = _tenant(session, slug)
+        secret = credentials.rotate(
+            session, tenant, overlap=timedelta(hours=overlap_hours), label="rotated"
+        )
+    typer.echo(secret)
+    typer.secho(f"the previous secrets of {slug} stop working in {overlap_hours:g} h", err=True)
+
+
+@tenant_app.command("revoke-secret")
+def tenant_revoke_secret(slug: str, credential_id: int, database_url: DatabaseUrl = None) -> None:
+    """Stop one secret working at once (ids from `tenant show`)."""
+    with _database(database_url).sessions.begin() as session:
+        if not credentials.revoke(session, _tenant(session, slug), credential_id):
+            _fail(f"tenant {slug!r} has no active secret {credential_id}")
+    typer.echo(f"secret {credential_id} of {slug} revoked")
+
+
+@tenant_app.command("disable")
+def tenant_disable(slug: str, database_url: DatabaseUrl = None) -> None:
+    """Refuse every request of the tenant and stop its delivery (its data is kept)."""
+    from zoho_moodle_sync.db.base import utcnow
+
+    with _database(database_url).sessions.begin() as session:
+        tenant = _tenant(session, slug)
+        tenant.disabled_at = tenant.disabled_at or utcnow()
+    typer.echo(f"tenant {slug} disabled")
+
+
+@tenant_app.command("enable")
+def tenant_enable(slug: str, database_url: DatabaseUrl = None) -> None:
+    """Undo `disable`."""
+    with _database(database_url).sessions.begin() as session:
+        _tenant(session, slug).disabled_at = None
+    typer.echo(f"tenant {slug} enabled")
+
+
+def _tenant(session: Any, slug: str) -> Any:
+    tenant = tenants.get_by_slug(session, slug)
+    if tenant is None:
+        _fail(f"no tenant {slug!r}")
+    return tenant
 
 
 @tenant_app.command("set-mapping")
