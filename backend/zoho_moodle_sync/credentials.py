@@ -157,3 +157,19 @@ def has_any(session: Session, tenant: Tenant, settings: Settings) -> bool:
     if tenant.slug == settings.default_tenant and settings.webhook_secret.get_secret_value():
         return True
     return any(view.active for view in list_for(session, tenant) if view.kind == "webhook")
+
+
+def channel_label(channel_id: str) -> str:
+    return f"channel:{channel_id}"
+
+
+def owns_channel(session: Session, tenant: Tenant, token: str, channel_id: str | None) -> bool:
+    """Whether `token` is the tenant's token for the Notifications API channel `channel_id`."""
+    row = session.scalar(
+        select(TenantCredential).where(
+            TenantCredential.tenant_id == tenant.id,
+            TenantCredential.kind == "channel",
+            TenantCredential.secret_sha256 == digest(token),
+        )
+    )
+    return row is not None and channel_id is not None and row.label == channel_label(channel_id)

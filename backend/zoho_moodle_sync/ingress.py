@@ -365,3 +365,19 @@ def list_events(
     if status is not None:
         query = query.where(InboundEvent.status == status)
     return list(session.scalars(query))
+
+
+def mark_accepted(db: Database, event_id: int, tenant_id: int, entity: str) -> None:
+    """A webhook event checked and answered 202; its records are completed afterwards."""
+    with db.sessions.begin() as session:
+        session.execute(
+            update(InboundEvent)
+            .where(InboundEvent.id == event_id)
+            .values(status="accepted", http_status=202, tenant_id=tenant_id, entity=entity)
+        )
+
+
+def mark_duplicate(db: Database, event_id: int) -> None:
+    """A repeat of a request already answered: stored, answered as the first, not processed."""
+    with db.sessions.begin() as session:
+        _set_status(session, event_id, status="duplicate", http_status=None)

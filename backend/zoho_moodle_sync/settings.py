@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
     idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
+    zoho_client_id: str = ""
+    zoho_client_secret: SecretStr = SecretStr("")
+    zoho_refresh_token: SecretStr = SecretStr("")
+    zoho_data_centre: Literal["us", "eu", "in", "au", "cn", "jp", "ca", "sa", "uk"] = "us"
     moodle_url: str = ""
     moodle_token: SecretStr = SecretStr("")
     moodle_timeout_seconds: float = Field(default=60.0, gt=0)

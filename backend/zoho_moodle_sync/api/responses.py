@@ -43,6 +43,18 @@ def error_response(
     return response
 
 
+def error_body(error: RequestRejected) -> bytes:
+    """The JSON an error answer carries, for answers remembered and replayed."""
+    response = error_response(
+        error.status_code,
+        error.code,
+        error.message,
+        details=error.details,
+        event_id=error.event_id,
+    )
+    return bytes(response.body)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestRejected)
     async def _rejected(_request: Request, exc: RequestRejected) -> Response:
