@@ -9,7 +9,12 @@ from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import ingress
 from zoho_moodle_sync.api.deps import DatabaseDep, InboundDep, SettingsDep, TenantDep
-from zoho_moodle_sync.api.responses import json_response
+from zoho_moodle_sync.api.idempotent import (
+    IdempotencyKey,
+    begin_idempotent,
+    finish_idempotent,
+)
+from zoho_moodle_sync.api.responses import error_body, json_response
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import BodyTooLarge, NotFound, RequestRejected
 
@@ -48,6 +53,7 @@ async def sync_entity(
     resolution: TenantDep,
     db: DatabaseDep,
     settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Each record comes back `NEW`, `UPDATED` (with `changes`), `UNCHANGED`, `INVALID` (with
     `errors`), `SKIPPED` (parked until its dependencies arrive, with `reason`) or `STALE`.
@@ -76,6 +82,9 @@ async def sync_entity(
         raise refusal
     assert tenant is not None
     assert spec is not None
+    remembered = await begin_idempotent(db, settings, tenant.id, idempotency_key, inbound, event_id)
+    if isinstance(remembered, Response):
+        return remembered
     try:
         report = await run_in_threadpool(
             lambda: ingress.run_sync(
@@ -90,8 +99,14 @@ async def sync_entity(
         )
     except RequestRejected as error:
         error.event_id = event_id
+        await finish_idempotent(db, remembered, error_body(error), error.status_code)
         raise
-    return json_response(report.as_dict())
+    except Exception:
+        await finish_idempotent(db, remembered, b"", 500)
+        raise
+    response = json_response(report.as_dict())
+    await finish_idempotent(db, remembered, bytes(response.body), 200)
+    return response
 
 
 @router.delete(
