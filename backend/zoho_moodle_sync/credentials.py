@@ -85,20 +85,26 @@ def add_secret(
     return secret
 
 
-def rotate(session: Session, tenant: Tenant, *, overlap: timedelta, label: str) -> str:
-    """A new webhook secret; the current ones keep working for `overlap`, then expire."""
+def rotate(
+    session: Session, tenant: Tenant, *, overlap: timedelta, label: str, kind: str = "webhook"
+) -> str:
+    """A new secret; the current ones of `kind` keep working for `overlap`, then expire."""
+    expire_current(session, tenant, overlap=overlap, kind=kind)
+    return add_secret(session, tenant, label=label, kind=kind)
+
+
+def expire_current(session: Session, tenant: Tenant, *, overlap: timedelta, kind: str) -> None:
     ends = utcnow() + overlap
     session.execute(
         update(TenantCredential)
         .where(
             TenantCredential.tenant_id == tenant.id,
-            TenantCredential.kind == "webhook",
+            TenantCredential.kind == kind,
             TenantCredential.revoked_at.is_(None),
             (TenantCredential.expires_at.is_(None)) | (TenantCredential.expires_at > ends),
         )
         .values(expires_at=ends)
     )
-    return add_secret(session, tenant, label=label)
 
 
 def revoke(session: Session, tenant: Tenant, credential_id: int) -> bool:

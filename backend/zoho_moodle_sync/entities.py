@@ -75,6 +75,11 @@ class EntitySpec:
         """Lookups whose target must be stored before a record of this entity (when set)."""
         return tuple(f for f in self.fields if f.required_first)
 
+    @cached_property
+    def text_fields(self) -> tuple[FieldSpec, ...]:
+        """Text and lookup fields: those whose length is limited (`max_length`)."""
+        return tuple(f for f in self.fields if f.kind in (FieldKind.TEXT, FieldKind.LOOKUP))
+
 
 def _field_specs(model: type[DomainRecord]) -> list[FieldSpec]:
     hints = typing.get_type_hints(model, include_extras=True)

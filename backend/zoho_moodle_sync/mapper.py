@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from zoho_moodle_sync.domain import DomainRecord, RuleViolation
-from zoho_moodle_sync.entities import FieldKind
 from zoho_moodle_sync.mapping import EntityMapping
 from zoho_moodle_sync.parser import FieldError, ZohoRecord
 
@@ -39,10 +38,8 @@ class InvalidRecord:
 
 def map_record(mapping: EntityMapping, record: ZohoRecord) -> MappedRecord | InvalidRecord:
     spec = mapping.spec
-    values: dict[str, Any] = {}
-    for name, zoho_name in mapping.zoho_names:
-        if zoho_name in record.fields:
-            values[name] = record.fields[zoho_name]
+    fields = record.fields
+    values = {name: fields[zoho] for name, zoho in mapping.zoho_names if zoho in fields}
     status_field = spec.status_field
     if status_field and mapping.status_values:
         status = values.get(status_field)
@@ -55,10 +52,8 @@ def map_record(mapping: EntityMapping, record: ZohoRecord) -> MappedRecord | Inv
     data = domain.model_dump(mode="json")
     too_long = [
         FieldError(mapping.zoho_name(f.name), f"longer than {f.max_length} characters")
-        for f in spec.fields
-        if f.kind in (FieldKind.TEXT, FieldKind.LOOKUP)
-        and isinstance(data[f.name], str)
-        and len(data[f.name]) > f.max_length
+        for f in spec.text_fields
+        if isinstance(value := data[f.name], str) and len(value) > f.max_length
     ]
     if too_long:
         return InvalidRecord(record.zoho_id, tuple(too_long))

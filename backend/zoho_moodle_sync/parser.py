@@ -119,11 +119,7 @@ def parse_record(raw: Any) -> ZohoRecord | UnreadableRecord:
         return UnreadableRecord(
             None, (FieldError("id", f"not a Zoho record id (up to 32 digits): {zoho_id!r}"),)
         )
-    with_nul = [
-        str(key).replace("\x00", "\\u0000")
-        for key, value in raw.items()
-        if _has_nul(key) or _has_nul(value)
-    ]
+    with_nul = _fields_with_nul(raw)
     if with_nul:
         message = "contains a NUL character, which no database column can hold"
         return UnreadableRecord(zoho_id, tuple(FieldError(name, message) for name in with_nul))
@@ -142,6 +138,23 @@ def parse_record(raw: Any) -> ZohoRecord | UnreadableRecord:
                 ),
             )
     return ZohoRecord(zoho_id=zoho_id, fields=raw, modified_time=modified_time)
+
+
+def _fields_with_nul(record: dict[Any, Any]) -> list[str]:
+    """The fields whose name or value holds U+0000 anywhere."""
+    try:
+        # JSON writes U+0000 as \u0000: without that text there is no NUL, and no need to walk
+        # every value of the record (a text holding a literal "\u0000" only costs the walk).
+        clean = b"\\u0000" not in orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        clean = False
+    if clean:
+        return []
+    return [
+        str(key).replace("\x00", "\\u0000")
+        for key, value in record.items()
+        if _has_nul(key) or _has_nul(value)
+    ]
 
 
 def _has_nul(value: Any) -> bool:

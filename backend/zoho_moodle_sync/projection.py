@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from zoho_moodle_sync.moodle.client import moodle_username
 
@@ -62,6 +62,13 @@ class DeliveryPolicy(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+    @model_validator(mode="after")
+    def _roles_known(self) -> DeliveryPolicy:
+        missing = [r for r in (self.student_role, self.teacher_role) if r not in self.roles]
+        if missing:
+            raise ValueError(f"no role id configured for {', '.join(map(repr, missing))}")
+        return self
 
     def role_id(self, shortname: str) -> int:
         try:

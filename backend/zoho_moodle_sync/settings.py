@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     zoho_client_secret: SecretStr = SecretStr("")
     zoho_refresh_token: SecretStr = SecretStr("")
     zoho_data_centre: Literal["us", "eu", "in", "au", "cn", "jp", "ca", "sa", "uk"] = "us"
+    zoho_accounts_url: str = ""
     moodle_url: str = ""
     moodle_token: SecretStr = SecretStr("")
     moodle_timeout_seconds: float = Field(default=60.0, gt=0)

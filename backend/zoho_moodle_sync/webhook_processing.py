@@ -65,6 +65,7 @@ def zoho_credentials(tenant: Tenant, settings: Settings) -> ZohoCredentials | No
             client_secret=settings.zoho_client_secret,
             refresh_token=settings.zoho_refresh_token,
             data_centre=settings.zoho_data_centre,
+            accounts_url=settings.zoho_accounts_url or None,
         )
     return None
 

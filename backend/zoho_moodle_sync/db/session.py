@@ -27,6 +27,10 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         return _sqlite_engine(database_url)
     engine = create_engine(
         database_url,
+        # No server-side prepared statements: ours carry up to hundreds of ids and run once per
+        # batch, and once prepared PostgreSQL may switch to a generic plan that compares each
+        # row with every id (seconds per batch on a table whose statistics are not yet current).
+        connect_args={"prepare_threshold": None},
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

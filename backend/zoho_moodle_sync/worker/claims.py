@@ -122,6 +122,29 @@ def claim(
         return claimed
 
 
+def renew(db: Database, *, worker_id: str, jobs: Sequence[Job], lease_seconds: float) -> list[Job]:
+    """Extend the lease on the jobs of a claim this worker still holds, before delivering
+    them. A job whose lease ran out meanwhile (a slow Moodle) may belong to another worker now,
+    which delivers it; this worker leaves it alone."""
+    if not jobs:
+        return []
+    lease_until = utcnow() + timedelta(seconds=lease_seconds)
+    with db.sessions.begin() as session:
+        held = set(
+            session.scalars(
+                update(MoodleJob)
+                .where(
+                    MoodleJob.id.in_([job.id for job in jobs]),
+                    MoodleJob.claimed_by == worker_id,
+                    MoodleJob.state == "running",
+                )
+                .values(lease_until=lease_until)
+                .returning(MoodleJob.id)
+            )
+        )
+    return [job for job in jobs if job.id in held]
+
+
 def _records_running_elsewhere(
     session: Session, tenant_id: int, jobs: Sequence[MoodleJob], now: datetime
 ) -> set[tuple[str, str]]:
@@ -209,18 +232,32 @@ def settle(
     settlement: Settlement,
     settings: Settings,
 ) -> None:
-    """Write the batch's links, job states and calls in one transaction."""
+    """Write the batch's links, job states and calls in one transaction. Only jobs this
+    worker still holds are settled: one whose lease ran out and that another worker took is
+    that worker's to settle."""
     now = utcnow()
     with db.sessions.begin() as session:
-        _write_links(session, tenant_id, settlement.links, now)
+        jobs = _still_held(session, worker_id, jobs)
+        records = {(job.entity, job.zoho_id) for job in jobs}
+        links = [link for link in settlement.links if (link.entity, link.zoho_id) in records]
+        _write_links(session, tenant_id, links, now)
         reopened = [job for job in jobs if _kind(settlement, job) in _REOPENING]
         newer = _records_with_open_job(session, tenant_id, reopened)
+        # Jobs whose new values are alike are written by one statement.
+        alike: dict[tuple[tuple[str, Any], ...], list[int]] = {}
         for job in jobs:
             verdict = settlement.verdicts.get(job.id, Verdict("release"))
             if verdict.kind in _REOPENING and (job.entity, job.zoho_id) in newer:
                 # The record changed meanwhile and has its own job: that one carries on.
                 verdict = Verdict("superseded", "a newer job for this record is queued")
-            _settle_one(session, job, verdict, worker_id, now, settings)
+            values = _settled_values(job, verdict, now, settings)
+            alike.setdefault(tuple(sorted(values.items())), []).append(job.id)
+        for columns, ids in alike.items():
+            session.execute(
+                update(MoodleJob)
+                .where(MoodleJob.id.in_(ids), MoodleJob.claimed_by == worker_id)
+                .values(**dict(columns))
+            )
         done = [job for job in jobs if _kind(settlement, job) == "done"]
         _supersede_dead(session, tenant_id, done, now)
         if any(job.entity in PREREQUISITE_ENTITIES for job in done):
@@ -245,14 +282,31 @@ def settle(
         )
 
 
+def _still_held(session: Session, worker_id: str, jobs: Sequence[Job]) -> list[Job]:
+    """`jobs` this worker still holds, locked until the settlement commits (so no other
+    worker can claim them meanwhile)."""
+    if not jobs:
+        return []
+    query = select(MoodleJob.id).where(
+        MoodleJob.id.in_([job.id for job in jobs]),
+        MoodleJob.claimed_by == worker_id,
+        MoodleJob.state == "running",
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    held = set(session.scalars(query))
+    return [job for job in jobs if job.id in held]
+
+
 def _kind(settlement: Settlement, job: Job) -> VerdictKind:
     """A job the batch reached no verdict on goes back to the queue unchanged."""
     return settlement.verdicts.get(job.id, Verdict("release")).kind
 
 
-def _settle_one(
-    session: Session, job: Job, verdict: Verdict, worker_id: str, now: datetime, settings: Settings
-) -> None:
+def _settled_values(
+    job: Job, verdict: Verdict, now: datetime, settings: Settings
+) -> dict[str, Any]:
+    """The job's columns once the verdict is applied."""
     values: dict[str, Any] = {"updated_at": now, "claimed_by": None, "lease_until": None}
     if verdict.kind == "done":
         values |= {"state": "done", "finished_at": now, "wait_reason": verdict.reason}
@@ -282,11 +336,7 @@ def _settle_one(
             "last_errorcode": verdict.errorcode,
             "last_error": verdict.reason,
         }
-    session.execute(
-        update(MoodleJob)
-        .where(MoodleJob.id == job.id, MoodleJob.claimed_by == worker_id)
-        .values(**values)
-    )
+    return values
 
 
 def backoff(attempts: int, settings: Settings) -> timedelta:
@@ -316,16 +366,25 @@ def _records_with_open_job(
 
 def _supersede_dead(session: Session, tenant_id: int, done: Sequence[Job], now: datetime) -> None:
     """A record delivered now makes its earlier dead jobs history, not work."""
-    for job in done:
+    if not done:
+        return
+    delivered = {(job.entity, job.zoho_id): job.id for job in done}
+    dead = session.execute(
+        select(MoodleJob.id, MoodleJob.entity, MoodleJob.zoho_id).where(
+            MoodleJob.tenant_id == tenant_id,
+            MoodleJob.state == "dead",
+            MoodleJob.zoho_id.in_({job.zoho_id for job in done}),
+        )
+    ).all()
+    earlier = [
+        job_id
+        for job_id, entity, zoho_id in dead
+        if job_id < delivered.get((entity, zoho_id), job_id)
+    ]
+    if earlier:
         session.execute(
             update(MoodleJob)
-            .where(
-                MoodleJob.tenant_id == tenant_id,
-                MoodleJob.entity == job.entity,
-                MoodleJob.zoho_id == job.zoho_id,
-                MoodleJob.state == "dead",
-                MoodleJob.id < job.id,
-            )
+            .where(MoodleJob.id.in_(earlier))
             .values(state="superseded", updated_at=now)
         )
 

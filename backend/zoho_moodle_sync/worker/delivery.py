@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter, ValidationError
+
 from zoho_moodle_sync import projection
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.errors import MoodleAccessDenied, MoodleRejected, MoodleUnavailable
@@ -33,6 +35,7 @@ from zoho_moodle_sync.moodle import (
     NewUser,
     Unenrolment,
     UserUpdate,
+    encode_moodle_params,
 )
 from zoho_moodle_sync.projection import DeliveryPolicy, ProjectionError, UserShape
 from zoho_moodle_sync.settings import Settings
@@ -42,6 +45,13 @@ from zoho_moodle_sync.worker.claims import CallRecord, Job, Link, LinkWrite, Set
 log = logging.getLogger(__name__)
 
 USER_ENTITIES = ("students", "teachers")
+_USERS = TypeAdapter(list[MoodleUser])
+USER_GONE = frozenset({"invaliduserid", "usernotupdateddeleted"})
+"""Warnings of core_user_update_users for a linked user who no longer exists (a deleted user
+stays in Moodle's table with `deleted` set)."""
+Removal = tuple[Job, int, int, int, int | None, int | None]
+"""An enrolment the service made, for the removal policy: job, user, course, role, and its
+start and end times when it has them."""
 _T = TypeVar("_T")
 _P = TypeVar("_P")
 
@@ -175,13 +185,30 @@ class TenantDelivery:
         items: Sequence[tuple[Job, _P]],
         send: Callable[[list[_P]], Awaitable[list[Any]]],
     ) -> list[tuple[Job, Any]]:
-        """Send `items` in calls of at most the batch size; a call Moodle refuses as a whole is
-        split in halves until the refused items are alone, so good items still go through."""
-        size = self.settings.worker_batch_size
+        """Send `items` in calls of at most the batch size that stay within max_input_vars; a
+        call Moodle refuses as a whole is split in halves until the refused items are alone, so
+        good items still go through."""
         results: list[tuple[Job, Any]] = []
-        for start in range(0, len(items), size):
-            results += await self._split(batch, function, list(items[start : start + size]), send)
+        for chunk in self._calls_of(items):
+            results += await self._split(batch, function, chunk, send)
         return results
+
+    def _calls_of(self, items: Sequence[tuple[Job, _P]]) -> list[list[tuple[Job, _P]]]:
+        """`items` cut into calls of at most the batch size whose form fields fit in
+        max_input_vars: PHP silently drops the variables past it."""
+        calls: list[list[tuple[Job, _P]]] = []
+        fields = 0
+        for item in items:
+            size = len(encode_moodle_params({"item": item[1]}))
+            if not calls or (
+                len(calls[-1]) == self.settings.worker_batch_size
+                or fields + size > self.settings.moodle_max_input_vars
+            ):
+                calls.append([])
+                fields = 0
+            calls[-1].append(item)
+            fields += size
+        return calls
 
     async def _split(
         self,
@@ -285,10 +312,11 @@ class TenantDelivery:
         created = await self._each_or_split(
             batch, "core_user_create_users", creations, self.client.create_users
         )
+        refused: dict[int, MoodleRejected] = {}
         for job, answer in created:
             _, shape = unlinked[job.id]
             if isinstance(answer, MoodleRejected):
-                batch.decide(job, _refused(answer, f"creating user {shape.username}"))
+                refused[job.id] = answer
                 continue
             fingerprint = None if shape.suspended else shape_fingerprint(shape)
             batch.link(LinkWrite(entity, job.zoho_id, answer.id, False, fingerprint=fingerprint))
@@ -296,6 +324,19 @@ class TenantDelivery:
                 linked[job.id] = (job, shape, Link(answer.id, False, "active", {}, None))
             else:
                 batch.decide(job, Verdict("done"))
+        same_email = {
+            job_id: unlinked[job_id]
+            for job_id, refusal in refused.items()
+            if refusal.errorcode == "invalidparameter"
+        }
+        for job_id, user in (await self._find_by_email_in_any_case(batch, same_email)).items():
+            job, shape = unlinked[job_id]
+            batch.link(LinkWrite(entity, job.zoho_id, user.id, adopted=True))
+            linked[job_id] = (job, shape, Link(user.id, True, "active", {}, None))
+        for job_id, refusal in refused.items():
+            job, shape = unlinked[job_id]
+            if job_id not in linked:
+                batch.decide(job, _refused(refusal, f"creating user {shape.username}"))
 
         updates = []
         for job, shape, link in linked.values():
@@ -325,7 +366,7 @@ class TenantDelivery:
                     )
                 )
                 batch.decide(job, Verdict("done"))
-            elif answer.warningcode == "invaliduserid":
+            elif answer.warningcode in USER_GONE:
                 batch.link(LinkWrite(entity, job.zoho_id, None, False, drop=True))
                 batch.decide(job, Verdict("relink", f"Moodle user {link.moodle_id} is gone"))
             else:
@@ -376,8 +417,10 @@ class TenantDelivery:
             search = sorted(set(values.values()) | {v.lower() for v in values.values()})
             jobs = [job for job, _ in remaining.values()]
             users: list[MoodleUser] = []
-            for start in range(0, len(search), self.settings.worker_batch_size):
-                chunk = search[start : start + self.settings.worker_batch_size]
+            # One form field per value, and one for the field name.
+            per_call = min(self.settings.worker_batch_size, self.settings.moodle_max_input_vars - 1)
+            for start in range(0, len(search), per_call):
+                chunk = search[start : start + per_call]
                 users += await self._call(
                     batch,
                     "core_user_get_users_by_field",
@@ -408,6 +451,40 @@ class TenantDelivery:
                 elif matches:
                     found[job_id] = matches[0]
                     remaining.pop(job_id)
+        return await self._refuse_taken(batch, found, pending)
+
+    async def _find_by_email_in_any_case(
+        self, batch: Batch, pending: dict[int, tuple[Job, UserShape]]
+    ) -> dict[int, MoodleUser]:
+        """Existing users for records Moodle refused to create, by e-mail in any letter case.
+
+        Moodle refuses an address another account holds in another case, while
+        core_user_get_users_by_field finds only the exact case. core_user_get_users compares
+        with SQL LIKE, case-insensitively (so `_` matches any character: the answer is
+        filtered here). A site whose service lacks that function goes without this match.
+        """
+        if "email" not in self.policy.user_match:
+            return {}
+        found: dict[int, MoodleUser] = {}
+        for job_id, (job, shape) in pending.items():
+            criteria = {"criteria": [{"key": "email", "value": shape.email}]}
+            try:
+                reply = await self._call(
+                    batch,
+                    "core_user_get_users",
+                    [job],
+                    lambda criteria=criteria: self.client.call(  # type: ignore[misc]
+                        "core_user_get_users", criteria
+                    ),
+                )
+                users = _USERS.validate_python(reply["users"])
+            except TenantPaused:
+                break  # the function is not in the service; a broken token shows elsewhere
+            except (MoodleRejected, ValidationError, KeyError, TypeError):
+                continue
+            matches = [u for u in users if (u.email or "").lower() == shape.email.lower()]
+            if len(matches) == 1:
+                found[job_id] = matches[0]
         return await self._refuse_taken(batch, found, pending)
 
     async def _refuse_taken(
@@ -692,7 +769,8 @@ class TenantDelivery:
                 batch.decide(job, _refused(answer, "enrolling the teacher"))
         removals = [(job, previous) for job, previous in drop if not batch.decided(job)]
         await self._remove_enrolments(
-            batch, [(job, previous, courses[job.id], role) for job, previous in removals]
+            batch,
+            [(job, previous, courses[job.id], role, None, None) for job, previous in removals],
         )
         for job in pending:
             verdict = batch.settlement.verdicts.get(job.id)
@@ -722,7 +800,7 @@ class TenantDelivery:
         classes = await self._links("classes", [r.data["class_zoho_id"] for r in records.values()])
         role = self.policy.role_id(self.policy.student_role)
         enrol: list[tuple[Job, Enrolment]] = []
-        removals: list[tuple[Job, int, int, int]] = []
+        removals: list[Removal] = []
         targets: dict[int, dict[str, Any]] = {}
         for job in batch.jobs:
             record, link = records.get(job.zoho_id), links.get(job.zoho_id)
@@ -734,7 +812,7 @@ class TenantDelivery:
                 if made is None or self.policy.removal_policy == "keep":
                     batch.decide(job, Verdict("done", "no enrolment of ours to remove"))
                 else:
-                    removals.append((job, made["userid"], made["courseid"], made["roleid"]))
+                    removals.append(_removal(job, made))
                 continue
             student = students.get(record.data["student_zoho_id"])
             course = classes.get(record.data["class_zoho_id"])
@@ -768,7 +846,7 @@ class TenantDelivery:
                 target["userid"],
                 target["courseid"],
             ):
-                removals.append((job, made["userid"], made["courseid"], made["roleid"]))
+                removals.append(_removal(job, made))
             enrol.append((job, Enrolment(**target, suspend=False)))
 
         replaced = {job.id for job, *_ in removals if job.id in targets}
@@ -802,19 +880,28 @@ class TenantDelivery:
         await self.client.enrol_users(enrolments)
         return [None] * len(enrolments)
 
-    async def _remove_enrolments(
-        self, batch: Batch, removals: Sequence[tuple[Job, int, int, int]]
-    ) -> dict[Job, str]:
+    async def _remove_enrolments(self, batch: Batch, removals: Sequence[Removal]) -> dict[Job, str]:
         """Apply the removal policy to enrolments the service made; returns the new link state
-        per job that succeeded."""
+        per job that succeeded. A suspended enrolment keeps its dates: Moodle resets the ones
+        a re-enrolment leaves out."""
         policy = self.policy.removal_policy
         if policy == "keep" or not removals:
             return {job: "active" for job, *_ in removals}
         results: dict[Job, str] = {}
         if policy == "suspend":
             items = [
-                (job, Enrolment(roleid=role, userid=user, courseid=course, suspend=True))
-                for job, user, course, role in removals
+                (
+                    job,
+                    Enrolment(
+                        roleid=role,
+                        userid=user,
+                        courseid=course,
+                        timestart=start,
+                        timeend=end,
+                        suspend=True,
+                    ),
+                )
+                for job, user, course, role, start, end in removals
             ]
             answers = await self._each_or_split(
                 batch, "enrol_manual_enrol_users", items, self._enrol
@@ -823,7 +910,7 @@ class TenantDelivery:
         else:
             unenrol_items = [
                 (job, Unenrolment(userid=user, courseid=course))
-                for job, user, course, _ in removals
+                for job, user, course, *_ in removals
             ]
             answers = await self._each_or_split(
                 batch, "enrol_manual_unenrol_users", unenrol_items, self._unenrol
@@ -839,6 +926,18 @@ class TenantDelivery:
     async def _unenrol(self, unenrolments: list[Unenrolment]) -> list[None]:
         await self.client.unenrol_users(unenrolments)
         return [None] * len(unenrolments)
+
+
+def _removal(job: Job, made: dict[str, Any]) -> Removal:
+    """The enrolment a job's record made (as its link holds it), for the removal policy."""
+    return (
+        job,
+        made["userid"],
+        made["courseid"],
+        made["roleid"],
+        made.get("timestart"),
+        made.get("timeend"),
+    )
 
 
 def _course_fields(shape: projection.CourseShape) -> dict[str, Any]:

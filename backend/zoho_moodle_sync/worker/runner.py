@@ -204,6 +204,10 @@ class Worker:
             if self._stopping.is_set():
                 await self._hand_back(tenant, batches[index:])
                 break
+            if index:
+                batch.jobs = await asyncio.to_thread(self._renew, batch.jobs)
+                if not batch.jobs:
+                    continue
             try:
                 await delivery.deliver(batch)
             except TenantPaused as paused:
@@ -213,9 +217,24 @@ class Worker:
                 await self._hand_back(tenant, batches[index + 1 :])
                 await self._pause(tenant, paused.error)
                 break
+            except Exception as error:  # a defect: retried, and shown on the jobs, not hidden
+                log.exception("tenant %s: delivering %s failed", tenant.slug, batch.entity)
+                reason = f"internal error: {type(error).__name__}: {error}"
+                for job in batch.jobs:
+                    batch.settlement.verdicts[job.id] = Verdict("retry", reason, "internal_error")
             await self._settle(tenant, batch.jobs, batch.settlement)
             settled += len(batch.jobs)
         return settled
+
+    def _renew(self, jobs: Sequence[Job]) -> list[Job]:
+        """The claim's next batch, with a fresh lease: a long claim must not let the later
+        batches' leases run out while the earlier ones are delivered."""
+        return claims.renew(
+            self.db,
+            worker_id=self.worker_id,
+            jobs=jobs,
+            lease_seconds=self.settings.worker_lease_seconds,
+        )
 
     async def _hand_back(self, tenant: Tenant, batches: Sequence[Batch]) -> None:
         for batch in batches:
