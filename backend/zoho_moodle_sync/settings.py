@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     moodle_timeout_seconds: float = Field(default=60.0, gt=0)
     moodle_max_input_vars: int = Field(default=5000, ge=100)
     run_worker: bool | None = None
-    worker_batch_size: int = Field(default=100, ge=1, le=1000)
-    worker_claim_size: int = Field(default=500, ge=1, le=10_000)
+    worker_batch_size: int = Field(default=250, ge=1, le=1000)
+    worker_claim_size: int = Field(default=5000, ge=1, le=20_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     worker_lease_seconds: float = Field(default=300.0, ge=10)
     worker_max_attempts: int = Field(default=10, ge=1)

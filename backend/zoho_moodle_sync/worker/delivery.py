@@ -45,6 +45,8 @@ from zoho_moodle_sync.worker.claims import CallRecord, Job, Link, LinkWrite, Set
 log = logging.getLogger(__name__)
 
 USER_ENTITIES = ("students", "teachers")
+LOOKUP_VALUES_PER_CALL = 1000
+"""Values per core_user_get_users_by_field call (a few KB of form data, a fast indexed query)."""
 _USERS = TypeAdapter(list[MoodleUser])
 USER_GONE = frozenset({"invaliduserid", "usernotupdateddeleted"})
 """Warnings of core_user_update_users for a linked user who no longer exists (a deleted user
@@ -418,7 +420,8 @@ class TenantDelivery:
             jobs = [job for job, _ in remaining.values()]
             users: list[MoodleUser] = []
             # One form field per value, and one for the field name.
-            per_call = min(self.settings.worker_batch_size, self.settings.moodle_max_input_vars - 1)
+            # A lookup sends one form field per value: a whole claim fits in one call.
+            per_call = min(LOOKUP_VALUES_PER_CALL, self.settings.moodle_max_input_vars - 1)
             for start in range(0, len(search), per_call):
                 chunk = search[start : start + per_call]
                 users += await self._call(

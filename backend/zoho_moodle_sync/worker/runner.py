@@ -254,5 +254,7 @@ class Worker:
 
 
 def _chunks(jobs: list[Job], settings: Settings) -> list[list[Job]]:
-    size = settings.worker_batch_size
+    """An entity's jobs of one claim are delivered (and committed) together: lookups then cover
+    them all in one call, while creates and enrolments go out WORKER_BATCH_SIZE per call."""
+    size = settings.worker_claim_size
     return [jobs[start : start + size] for start in range(0, len(jobs), size)]
