@@ -72,6 +72,11 @@ class TenantPaused(Exception):
         self.error = error
 
 
+class LeaseLost(Exception):
+    """Another worker holds some of the batch's jobs now (this one was too slow): stop before
+    the next call, so that Moodle gets each change from one worker only."""
+
+
 @dataclass
 class Batch:
     """The jobs of one entity delivered together, and what was decided about them."""
@@ -101,12 +106,14 @@ class TenantDelivery:
         policy: DeliveryPolicy,
         client: MoodleClient,
         settings: Settings,
+        worker_id: str | None = None,
     ) -> None:
         self.db = db
         self.tenant_id = tenant_id
         self.policy = policy
         self.client = client
         self.settings = settings
+        self.worker_id = worker_id
 
     # ---- database reads, off the event loop -------------------------------------------------
 
@@ -191,9 +198,27 @@ class TenantDelivery:
         call Moodle refuses as a whole is split in halves until the refused items are alone, so
         good items still go through."""
         results: list[tuple[Job, Any]] = []
-        for chunk in self._calls_of(items):
+        for index, chunk in enumerate(self._calls_of(items)):
+            if index:
+                await self._keep_lease(batch)
             results += await self._split(batch, function, chunk, send)
         return results
+
+    async def _keep_lease(self, batch: Batch) -> None:
+        """Between the calls of a long batch: extend the lease, or stop if it was lost."""
+        if self.worker_id is None:
+            return
+        worker_id = self.worker_id
+        held = await asyncio.to_thread(
+            lambda: claims.renew(
+                self.db,
+                worker_id=worker_id,
+                jobs=batch.jobs,
+                lease_seconds=self.settings.worker_lease_seconds,
+            )
+        )
+        if len(held) < len(batch.jobs):
+            raise LeaseLost(f"{len(batch.jobs) - len(held)} job(s) of the batch were taken over")
 
     def _calls_of(self, items: Sequence[tuple[Job, _P]]) -> list[list[tuple[Job, _P]]]:
         """`items` cut into calls of at most the batch size whose form fields fit in

@@ -30,7 +30,7 @@ from zoho_moodle_sync.projection import PROJECTED_ENTITIES
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.worker import claims
 from zoho_moodle_sync.worker.claims import Job, Settlement, Verdict
-from zoho_moodle_sync.worker.delivery import Batch, TenantDelivery, TenantPaused
+from zoho_moodle_sync.worker.delivery import Batch, LeaseLost, TenantDelivery, TenantPaused
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,12 @@ class Worker:
             await self._settle(tenant, jobs, Settlement())
             return 0
         delivery = TenantDelivery(
-            db=self.db, tenant_id=tenant.id, policy=policy, client=client, settings=self.settings
+            db=self.db,
+            tenant_id=tenant.id,
+            policy=policy,
+            client=client,
+            settings=self.settings,
+            worker_id=self.worker_id,
         )
         batches = [
             Batch(entity, chunk, Settlement())
@@ -210,6 +215,12 @@ class Worker:
                     continue
             try:
                 await delivery.deliver(batch)
+            except LeaseLost:
+                # What this worker still holds goes back; the changes it made are found again
+                # in Moodle (by idnumber) by whoever delivers these jobs.
+                log.warning("tenant %s: leases of a %s batch ran out", tenant.slug, batch.entity)
+                await self._settle(tenant, batch.jobs, Settlement())
+                continue
             except TenantPaused as paused:
                 for job in batch.jobs:
                     batch.settlement.verdicts[job.id] = Verdict("release")
