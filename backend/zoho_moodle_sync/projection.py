@@ -45,6 +45,8 @@ class DeliveryPolicy(BaseModel):
     mass_change_share: float = Field(default=0.10, gt=0, le=1)
     """Hold removals that would touch more than this share of the active enrolments or users."""
     mass_change_min: int = Field(default=5, ge=0)
+    mass_change_window_minutes: float = Field(default=60, ge=0)
+    """Removals made within this many minutes count towards the guard as well."""
     """Never hold fewer removals than this, however small the college."""
     student_role: str = "student"
     teacher_role: str = "editingteacher"

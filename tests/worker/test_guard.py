@@ -4,8 +4,6 @@ confirms them; a handful goes through."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.fakes.moodle import FakeMoodle
 from tests.worker.conftest import MoodleSync, modified, one_class, person, post_all
 from zoho_moodle_sync import outbox
@@ -79,11 +77,6 @@ def test_withdrawing_many_students_at_once_waits_for_confirmation(
     assert moodle_sync.states("students") == {"done": 32}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the guard counts the removals of one delivered batch only: the same mass removal "
-    "arriving as one webhook per record, with the worker running in between, is never held",
-)
 def test_a_mass_removal_arriving_record_by_record_is_held_too(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle
 ) -> None:

@@ -223,6 +223,21 @@ def active_links(session: Session, *, tenant_id: int, entity: str) -> int:
     )
 
 
+def removed_links(session: Session, *, tenant_id: int, entity: str, since: datetime) -> int:
+    """Records of `entity` the service suspended or removed in Moodle since `since`."""
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                MoodleLink.tenant_id == tenant_id,
+                MoodleLink.entity == entity,
+                MoodleLink.state.in_(("suspended", "removed")),
+                MoodleLink.delivered_at >= since,
+            )
+        )
+        or 0
+    )
+
+
 def settle(
     db: Database,
     *,

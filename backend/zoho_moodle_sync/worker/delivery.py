@@ -15,11 +15,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from zoho_moodle_sync import projection
+from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.errors import MoodleAccessDenied, MoodleRejected, MoodleUnavailable
 from zoho_moodle_sync.moodle import (
@@ -136,15 +138,25 @@ class TenantDelivery:
         return await asyncio.to_thread(read) if ids else {}
 
     async def _guard_allows(self, entity: str, removals: int) -> bool:
-        """The mass-change guard: may this many removals of `entity` go ahead unconfirmed?"""
+        """The mass-change guard: may this many removals of `entity` go ahead unconfirmed?
 
-        def read() -> int:
+        Removals made within the policy's window count too, so a mass removal arriving one
+        record at a time (one webhook each) is held as surely as one arriving in a batch."""
+        since = utcnow() - timedelta(minutes=self.policy.mass_change_window_minutes)
+
+        def read() -> tuple[int, int]:
             with self.db.sessions() as session:
-                return claims.active_links(session, tenant_id=self.tenant_id, entity=entity)
+                return (
+                    claims.active_links(session, tenant_id=self.tenant_id, entity=entity),
+                    claims.removed_links(
+                        session, tenant_id=self.tenant_id, entity=entity, since=since
+                    ),
+                )
 
-        active = await asyncio.to_thread(read)
-        limit = max(self.policy.mass_change_min, int(active * self.policy.mass_change_share))
-        return removals <= limit
+        active, recent = await asyncio.to_thread(read)
+        base = active + recent
+        limit = max(self.policy.mass_change_min, int(base * self.policy.mass_change_share))
+        return removals + recent <= limit
 
     # ---- calls ------------------------------------------------------------------------------
 
