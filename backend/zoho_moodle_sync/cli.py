@@ -155,6 +155,11 @@ def tenant_show(slug: str, database_url: DatabaseUrl = None) -> None:
                 "name": tenant.name,
                 "disabled_at": tenant.disabled_at,
                 "mapping": tenants.mapping_of(tenant.config).model_dump(exclude_defaults=True),
+                "zoho": {
+                    "client_id": (tenant.config.get("zoho") or {}).get("client_id"),
+                    "data_centre": (tenant.config.get("zoho") or {}).get("data_centre"),
+                    "secrets": "set (encrypted)" if tenant.config.get("zoho") else "not set",
+                },
                 "moodle": {
                     "url": (tenant.config.get("moodle") or {}).get("base_url"),
                     "token": "set (encrypted)"
@@ -478,6 +483,44 @@ def tenant_set_moodle(
             return
         tenants.set_moodle(session, tenant, base_url=url, token=token, settings=settings)
     typer.echo(f"Moodle of {slug} set to {url}")
+
+
+@tenant_app.command("set-zoho")
+def tenant_set_zoho(
+    slug: str,
+    client_id: Annotated[str, typer.Option(help="OAuth client id (api-console.zoho.com).")],
+    data_centre: Annotated[str, typer.Option(help="us, eu, in, au, cn, jp, ca, sa or uk.")] = "us",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a tenant's Zoho API client. The client secret and refresh token are read from hidden
+    prompts (or ZOHO_CLIENT_SECRET_INPUT / ZOHO_REFRESH_TOKEN_INPUT), never from the command
+    line, and stored encrypted with SECRET_KEY."""
+    import os
+
+    from zoho_moodle_sync.sealing import seal
+    from zoho_moodle_sync.zoho import DataCentre
+
+    if data_centre not in {dc.value for dc in DataCentre}:
+        _fail(f"unknown data centre {data_centre!r}")
+    secret = os.environ.get("ZOHO_CLIENT_SECRET_INPUT") or typer.prompt(
+        "Zoho client secret", hide_input=True
+    )
+    refresh = os.environ.get("ZOHO_REFRESH_TOKEN_INPUT") or typer.prompt(
+        "Zoho refresh token", hide_input=True
+    )
+    settings = _settings(database_url)
+    with Database.from_settings(settings).sessions.begin() as session:
+        tenant = _tenant(session, slug)
+        tenant.config = {
+            **tenant.config,
+            "zoho": {
+                "client_id": client_id,
+                "client_secret": seal(secret, settings.secret_key),
+                "refresh_token": seal(refresh, settings.secret_key),
+                "data_centre": data_centre,
+            },
+        }
+    typer.echo(f"Zoho API client of {slug} set ({data_centre} data centre)")
 
 
 @tenant_app.command("set-policy")
