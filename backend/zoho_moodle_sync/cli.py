@@ -564,6 +564,7 @@ def zoho_watch(
     from zoho_moodle_sync.entities import ENTITIES
     from zoho_moodle_sync.webhook_processing import zoho_credentials
     from zoho_moodle_sync.zoho import ZohoClient
+    from zoho_moodle_sync.zoho_tokens import token_store_for
 
     settings = _settings(database_url)
     db = Database.from_settings(settings)
@@ -581,7 +582,7 @@ def zoho_watch(
 
     async def call() -> list[Any]:
         async with httpx.AsyncClient(timeout=30) as http:
-            client = ZohoClient(http, zoho)
+            client = ZohoClient(http, zoho, token_store=token_store_for(db, settings.secret_key))
             if channel:
                 return await client.renew_watch(
                     channel_id=channel_id,

@@ -11,10 +11,12 @@ from pydantic import SecretStr
 
 from zoho_moodle_sync.errors import ConfigurationError
 
+MIN_SECRET_KEY = 16
+
 
 def _fernet(secret_key: SecretStr) -> Fernet:
     raw = secret_key.get_secret_value()
-    if len(raw) < 16:
+    if len(raw) < MIN_SECRET_KEY:
         raise ConfigurationError(
             "SECRET_KEY must be set (at least 16 characters) to store tenant credentials"
         )

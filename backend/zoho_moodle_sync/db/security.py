@@ -50,3 +50,15 @@ class IdempotentRequest(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("tenant_id", "key"), Index(None, "expires_at"))
+
+
+class ZohoToken(Base):
+    """The current Zoho access token of one OAuth client, shared by every process (Zoho allows
+    only 10 refreshes per 10 minutes). Stored sealed with SECRET_KEY."""
+
+    __tablename__ = "zoho_tokens"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sealed_token: Mapped[str] = mapped_column(String(1000))
+    api_domain: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
