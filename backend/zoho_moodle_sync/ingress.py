@@ -185,7 +185,12 @@ def run_sync(
     try:
         with db.sessions.begin() as session:
             results, released = process_records(
-                session, tenant=tenant, entity=entity, raw_records=raw_records, event_id=event_id
+                session,
+                tenant=tenant,
+                entity=entity,
+                raw_records=raw_records,
+                event_id=event_id,
+                nul_free=not parser.may_hold_nul(body),
             )
             report = SyncReport(event_id, entity.key, results, released)
             _finish(session, event_id, report)
@@ -237,13 +242,15 @@ def process_records(
     raw_records: Sequence[Any],
     event_id: int | None,
     from_request: bool = True,
+    nul_free: bool = False,
 ) -> tuple[list[RecordResult], list[RecordResult]]:
     """Parse, map and apply records of one entity, then run the parked records their arrival
-    released; returns the records' results and the released records' results."""
+    released; returns the records' results and the released records' results. `nul_free`: the
+    records are known to hold no NUL character (see `parser.parse_record`)."""
     mapping = tenant.mapping.for_entity(entity)
     items: list[tuple[int | None, service.BatchItem]] = []
     for index, raw in enumerate(raw_records):
-        record = parser.parse_record(raw)
+        record = parser.parse_record(raw, nul_free=nul_free)
         item = map_record(mapping, record) if isinstance(record, parser.ZohoRecord) else record
         items.append((index if from_request else None, item))
     batch = service.apply_batch(

@@ -102,8 +102,15 @@ def parse_sync_body(body: bytes, content_type: str | None, *, max_records: int) 
     return records
 
 
-def parse_record(raw: Any) -> ZohoRecord | UnreadableRecord:
-    """Check a record's envelope: an object, a Zoho id, and a valid Modified_Time if present."""
+def may_hold_nul(body: bytes) -> bool:
+    """Whether a JSON text can hold U+0000 anywhere: JSON can only write it as \\u0000."""
+    return b"\\u0000" in body
+
+
+def parse_record(raw: Any, *, nul_free: bool = False) -> ZohoRecord | UnreadableRecord:
+    """Check a record's envelope: an object, a Zoho id, no NUL character anywhere, and a valid
+    Modified_Time if present. `nul_free`: the caller knows the record holds no NUL (it comes
+    from a JSON body that `may_hold_nul` cleared), which spares looking for one."""
     if not isinstance(raw, dict):
         return UnreadableRecord(
             None, (FieldError("(record)", f"expected a JSON object, got {_json_type(raw)}"),)
@@ -119,7 +126,7 @@ def parse_record(raw: Any) -> ZohoRecord | UnreadableRecord:
         return UnreadableRecord(
             None, (FieldError("id", f"not a Zoho record id (up to 32 digits): {zoho_id!r}"),)
         )
-    with_nul = _fields_with_nul(raw)
+    with_nul = [] if nul_free else _fields_with_nul(raw)
     if with_nul:
         message = "contains a NUL character, which no database column can hold"
         return UnreadableRecord(zoho_id, tuple(FieldError(name, message) for name in with_nul))

@@ -27,10 +27,6 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         return _sqlite_engine(database_url)
     engine = create_engine(
         database_url,
-        # No server-side prepared statements: ours carry up to hundreds of ids and run once per
-        # batch, and once prepared PostgreSQL may switch to a generic plan that compares each
-        # row with every id (seconds per batch on a table whose statistics are not yet current).
-        connect_args={"prepare_threshold": None},
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -65,6 +61,10 @@ def _sqlite_engine(database_url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
+        # Checkpoint the WAL into the database file every ~40 MB instead of every ~4 MB: a
+        # request of 500 records writes several MB, so the default made every commit also a
+        # checkpoint. Commits stay durable either way (the WAL is synced at each one).
+        cursor.execute("PRAGMA wal_autocheckpoint=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
