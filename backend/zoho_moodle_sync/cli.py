@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -79,6 +80,7 @@ def serve(
     # walks them again and again while they are still in use: measured at about a fifth of
     # the server's CPU. Request data is freed by reference counting; cycles are rare here.
     gc.set_threshold(50_000)
+    logging.getLogger("uvicorn.access").addFilter(_QueryTokenFilter())
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
@@ -86,6 +88,20 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=access_log,
     )
+
+
+class _QueryTokenFilter(logging.Filter):
+    """The access log prints request lines; a `?token=` secret in one is masked."""
+
+    _TOKEN = re.compile(r"([?&](?:token|secret|key)=)[^&\s]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1***", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
 
 
 @db_app.command("upgrade")

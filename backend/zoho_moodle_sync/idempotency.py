@@ -106,3 +106,13 @@ def forget_expired(db: Database) -> int:
             delete(IdempotentRequest).where(IdempotentRequest.expires_at <= utcnow())
         )
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def release(db: Database, *, tenant_id: int, key: str) -> None:
+    """Forget a key now (a body-derived webhook key once its event is completed)."""
+    with db.sessions.begin() as session:
+        session.execute(
+            delete(IdempotentRequest).where(
+                IdempotentRequest.tenant_id == tenant_id, IdempotentRequest.key == key
+            )
+        )

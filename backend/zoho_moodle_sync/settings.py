@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
     idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
+    webhook_repeat_seconds: float = Field(default=600.0, gt=0)
     zoho_client_id: str = ""
     zoho_client_secret: SecretStr = SecretStr("")
     zoho_refresh_token: SecretStr = SecretStr("")

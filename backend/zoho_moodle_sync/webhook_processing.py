@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
-from zoho_moodle_sync import ingress, outbox, service, tenants
+from zoho_moodle_sync import idempotency, ingress, outbox, service, tenants
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
@@ -29,8 +29,8 @@ from zoho_moodle_sync.tenants import TenantContext
 from zoho_moodle_sync.webhooks import (
     WebhookEvent,
     parse_notification,
-    parse_workflow,
     read_body,
+    read_workflow,
 )
 from zoho_moodle_sync.zoho import InMemoryTokenStore, ZohoClient, ZohoCredentials
 
@@ -46,6 +46,10 @@ class AcceptedEvent:
     tenant: TenantContext
     entity: EntitySpec
     event: WebhookEvent
+    repeat_key: str | None = None
+    """The body-derived key that makes identical webhooks arriving meanwhile duplicates; it is
+    released once the event is completed, because the same body later (every edit of a record
+    sends the same id-only body) is a new change that must be fetched."""
 
 
 def zoho_credentials(tenant: Tenant, settings: Settings) -> ZohoCredentials | None:
@@ -75,6 +79,17 @@ async def complete(
 ) -> None:
     """Process one accepted event to its end; failures are recorded on the event, which can
     then be replayed."""
+    try:
+        await _complete(db, settings, accepted, http=http)
+    finally:
+        if accepted.repeat_key is not None:
+            key = accepted.repeat_key
+            await asyncio.to_thread(idempotency.release, db, tenant_id=accepted.tenant.id, key=key)
+
+
+async def _complete(
+    db: Database, settings: Settings, accepted: AcceptedEvent, *, http: httpx.AsyncClient | None
+) -> None:
     event, entity = accepted.event, accepted.entity
     try:
         if event.operation == "delete":
@@ -186,13 +201,15 @@ def _accepted_again(db: Database, event_id: int) -> AcceptedEvent | None:
             return None
         tenant = tenants.context_of(session.get_one(Tenant, row.tenant_id))
         route, body, content_type, query = row.route, row.body, row.content_type, row.query
-    document = read_body(body, content_type)
     if route.endswith("/notifications"):
-        event = parse_notification(document)
+        event = parse_notification(read_body(body, content_type))
     else:
         module = route.rstrip("/").split("/v1/webhooks/zoho", 1)[1].strip("/") or None
-        event = parse_workflow(
-            document, module=module, query={k: v for k, v in query.items() if k != "token"}
+        event = read_workflow(
+            body,
+            content_type,
+            module=module,
+            query={k: v for k, v in query.items() if k != "token"},
         )
     entity = tenant.mapping.entity_for_module(event.module)
     return AcceptedEvent(event_id, tenant, entity, event) if entity is not None else None

@@ -7,6 +7,7 @@ No web framework or database here, like the parser.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,6 +19,7 @@ _ID_KEYS = ("zoho_id", "id", "record_id", "Id")
 _META_KEYS = frozenset({"module", "zoho_id", "record_id", "operation", "token", "channel_id"})
 _DELETE_OPERATIONS = frozenset({"delete", "deleted", "remove"})
 _MAX_IDS = 1000
+_TOKEN_MEMBER = re.compile(rb'("token"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,23 @@ def read_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     raise UnsupportedMediaType(
         f"Content-Type {kind} is not supported: send JSON or a form (x-www-form-urlencoded)"
     )
+
+
+def read_workflow(
+    body: bytes, content_type: str | None, *, module: str | None, query: dict[str, str]
+) -> WebhookEvent:
+    """A workflow-rule webhook as it arrived; the body may be left out when the query names the
+    record (`?zoho_id=...`, for a webhook configured with URL parameters only)."""
+    if not body.strip() and any(query.get(k) for k in _ID_KEYS):
+        return parse_workflow({}, module=module, query=query)
+    return parse_workflow(read_body(body, content_type), module=module, query=query)
+
+
+def without_token(body: bytes) -> bytes:
+    """The body with every JSON `"token"` string, at any depth, replaced by `"***"` and the rest
+    byte for byte: a Notifications API callback carries its channel token, and echoes the notify
+    URL's query (a `?token=` too) in `query_params`."""
+    return _TOKEN_MEMBER.sub(rb'\1"***"', body)
 
 
 def placeholders(document: Any, path: str = "") -> list[str]:

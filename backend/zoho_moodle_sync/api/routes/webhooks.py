@@ -6,18 +6,26 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, BackgroundTasks, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import credentials, idempotency, ingress, tenants, webhook_processing
-from zoho_moodle_sync.api.deps import DatabaseDep, InboundDep, SettingsDep, TenantDep
+from zoho_moodle_sync.api.deps import (
+    DatabaseDep,
+    InboundDep,
+    SettingsDep,
+    TenantDep,
+    TenantResolution,
+)
 from zoho_moodle_sync.api.responses import error_body, json_response
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.errors import (
     BodyTooLarge,
     Conflict,
+    Forbidden,
     RequestRejected,
     Unauthenticated,
     Unprocessable,
@@ -25,7 +33,13 @@ from zoho_moodle_sync.errors import (
 from zoho_moodle_sync.ingress import InboundRequest
 from zoho_moodle_sync.tenants import TenantContext
 from zoho_moodle_sync.webhook_processing import AcceptedEvent
-from zoho_moodle_sync.webhooks import WebhookEvent, parse_notification, parse_workflow, read_body
+from zoho_moodle_sync.webhooks import (
+    WebhookEvent,
+    parse_notification,
+    read_body,
+    read_workflow,
+    without_token,
+)
 
 router = APIRouter(prefix="/v1/webhooks/zoho", tags=["webhooks"])
 
@@ -52,15 +66,25 @@ async def notification(
     settings: SettingsDep,
     background: BackgroundTasks,
 ) -> Response:
-    inbound = dataclasses.replace(inbound, source="webhook")
+    body = inbound.body
+    # The channel token is a credential: it is checked, never stored.
+    inbound = dataclasses.replace(inbound, source="webhook", body=without_token(body))
     event_id = await run_in_threadpool(
         ingress.store_inbound, db, inbound, tenant_id=None, entity=None
     )
     try:
-        if inbound.body_truncated:
-            raise BodyTooLarge(f"Body is over the limit of {settings.max_body_bytes} bytes")
-        parsed = parse_notification(read_body(inbound.body, inbound.content_type))
-        tenant = await run_in_threadpool(_channel_tenant, db, settings, parsed, resolution)
+        try:
+            if inbound.body_truncated:
+                raise BodyTooLarge(f"Body is over the limit of {settings.max_body_bytes} bytes")
+            parsed = parse_notification(read_body(body, inbound.content_type))
+        except RequestRejected:
+            if resolution.tenant is None:
+                # Nobody known is calling: the answer says nothing about the body.
+                raise _refusal(resolution) from None
+            raise
+        tenant = await run_in_threadpool(
+            _channel_tenant, db, settings, parsed, resolution, request.headers.get("x-tenant-id")
+        )
     except RequestRejected as error:
         await run_in_threadpool(ingress.mark_rejected, db, event_id, error)
         error.event_id = event_id
@@ -96,9 +120,7 @@ async def workflow(
         assert tenant is not None
         query = dict(request.query_params)
         query.pop("token", None)
-        parsed = parse_workflow(
-            read_body(inbound.body, inbound.content_type), module=module, query=query
-        )
+        parsed = read_workflow(inbound.body, inbound.content_type, module=module, query=query)
     except RequestRejected as error:
         await run_in_threadpool(ingress.mark_rejected, db, event_id, error)
         error.event_id = event_id
@@ -130,16 +152,13 @@ async def _accept(
         await run_in_threadpool(ingress.mark_rejected, db, event_id, error)
         error.event_id = event_id
         raise error
-    key = idempotency_key or _body_key(inbound)
-    fingerprint = idempotency.request_digest(inbound.method, inbound.route, inbound.body)
+    fingerprint = _fingerprint(inbound)
+    key = idempotency_key or f"webhook-body:{fingerprint}"
+    ttl = settings.idempotency_ttl_seconds if idempotency_key else settings.webhook_repeat_seconds
     try:
         begun = await run_in_threadpool(
             lambda: idempotency.begin(
-                db,
-                tenant_id=tenant.id,
-                key=key,
-                fingerprint=fingerprint,
-                ttl_seconds=settings.idempotency_ttl_seconds,
+                db, tenant_id=tenant.id, key=key, fingerprint=fingerprint, ttl_seconds=ttl
             )
         )
     except Conflict as error:
@@ -180,7 +199,15 @@ async def _accept(
         webhook_processing.complete,
         db,
         settings,
-        AcceptedEvent(event_id, tenant, spec, parsed),
+        # An id-only body is the same for every edit of the record: once this event is fetched
+        # and stored, the same body again is a new edit, not a repeat.
+        AcceptedEvent(
+            event_id,
+            tenant,
+            spec,
+            parsed,
+            None if idempotency_key or parsed.records else key,
+        ),
         http=http,
     )
     return response
@@ -196,8 +223,8 @@ async def _remember_refusal(
 ) -> Response:
     """A refused body is refused the same way when it comes again, without new work."""
     body, status = error_body(error), error.status_code
-    key = idempotency_key or _body_key(inbound)
-    fingerprint = idempotency.request_digest(inbound.method, inbound.route, inbound.body)
+    fingerprint = _fingerprint(inbound)
+    key = idempotency_key or f"webhook-body:{fingerprint}"
     try:
         begun = await run_in_threadpool(
             lambda: idempotency.begin(
@@ -217,11 +244,20 @@ async def _remember_refusal(
     raise error
 
 
-def _body_key(inbound: InboundRequest) -> str:
-    return "webhook-body:" + idempotency.request_digest(inbound.method, inbound.route, inbound.body)
+def _fingerprint(inbound: InboundRequest) -> str:
+    """The request as far as repeats go: its query counts (`?operation=delete` makes another
+    request of the same body), its credential does not."""
+    query = urlencode(sorted((k, v) for k, v in inbound.query.items() if k != "token"))
+    return idempotency.request_digest(inbound.method, f"{inbound.route}?{query}", inbound.body)
 
 
-def _channel_tenant(db: Any, settings: Any, parsed: WebhookEvent, resolution: Any) -> TenantContext:
+def _channel_tenant(
+    db: Any,
+    settings: Any,
+    parsed: WebhookEvent,
+    resolution: TenantResolution,
+    x_tenant_id: str | None,
+) -> TenantContext:
     """The tenant of a notification: by the channel token in its body, else by the credential
     in its URL. Refused the same way whatever was wrong."""
     with db.sessions() as session:
@@ -233,7 +269,13 @@ def _channel_tenant(db: Any, settings: Any, parsed: WebhookEvent, resolution: An
             ):
                 tenant = None
         if tenant is not None:
+            if x_tenant_id is not None and x_tenant_id != tenant.slug:
+                raise Forbidden("not allowed")
             return tenants.context_of(tenant)
     if resolution.tenant is not None:
-        return resolution.tenant  # type: ignore[no-any-return]
-    raise Unauthenticated("missing or invalid credential")
+        return resolution.tenant
+    raise _refusal(resolution)
+
+
+def _refusal(resolution: TenantResolution) -> RequestRejected:
+    return resolution.error or Unauthenticated("missing or invalid credential")
