@@ -328,11 +328,28 @@ def events_show(
 
 @events_app.command("replay")
 def events_replay(event_id: int, database_url: DatabaseUrl = None) -> None:
-    """Run a stored /v1/sync request through the pipeline again (stored as a new event)."""
+    """Run a stored request through the pipeline again, as a new event: a /v1/sync body, or a
+    webhook (whose records are fetched from Zoho again)."""
     settings = _settings(database_url)
-    report = ingress.replay(
-        Database.from_settings(settings), event_id, max_records=settings.max_batch_records
-    )
+    db = Database.from_settings(settings)
+    if ingress.is_webhook(db, event_id):
+        import asyncio
+
+        from zoho_moodle_sync import webhook_processing
+
+        new_id = asyncio.run(webhook_processing.replay(db, settings, event_id))
+        with db.sessions() as session:
+            event = session.get_one(InboundEvent, new_id)
+            _print_json(
+                {
+                    "event_id": new_id,
+                    "status": event.status,
+                    "summary": event.summary,
+                    "error": event.error,
+                }
+            )
+        return
+    report = ingress.replay(db, event_id, max_records=settings.max_batch_records)
     _print_json(
         {"event_id": report.event_id, "summary": report.summary(), "released": len(report.released)}
     )

@@ -318,37 +318,14 @@ def sweep_all_tenants(db: Database) -> int:
 def replay(db: Database, event_id: int, *, max_records: int) -> SyncReport:
     """Run a stored `/v1/sync` event through the pipeline again, as a new event."""
     with db.sessions.begin() as session:
-        original = session.get(InboundEvent, event_id)
-        if original is None:
-            raise NotFound(f"no inbound event {event_id}")
-        if original.entity is None or original.entity not in ENTITY_BY_KEY:
-            raise NotFound(f"inbound event {event_id} names no entity to replay")
-        if original.tenant_id is None:
-            raise NotFound(f"inbound event {event_id} belongs to no tenant")
-        if original.body_truncated:
-            raise NotFound(f"inbound event {event_id} was over the size limit; its body is cut")
+        original = _replayable(session, event_id)
+        if original.source == "webhook":
+            raise NotFound(f"inbound event {event_id} is a webhook: replay it as one")
         tenant = tenants.context_of(session.get_one(Tenant, original.tenant_id))
-        copy = InboundEvent(
-            tenant_id=original.tenant_id,
-            source="replay",
-            method=original.method,
-            route=original.route,
-            entity=original.entity,
-            content_type=original.content_type,
-            query=original.query,
-            headers=original.headers,
-            body=original.body,
-            body_size=original.body_size,
-            body_sha256=original.body_sha256,
-            body_truncated=False,
-            status="received",
-            replay_of=original.id,
-        )
-        session.add(copy)
-        session.flush()
+        copy = _copy(session, original, source="replay", status="received")
         new_id, entity, body, content_type = (
             copy.id,
-            ENTITY_BY_KEY[original.entity],
+            ENTITY_BY_KEY[str(original.entity)],
             original.body,
             original.content_type,
         )
@@ -361,6 +338,58 @@ def replay(db: Database, event_id: int, *, max_records: int) -> SyncReport:
         content_type=content_type,
         max_records=max_records,
     )
+
+
+def copy_webhook_for_replay(db: Database, event_id: int) -> int:
+    """A stored webhook event copied as a new accepted event, for the webhook path to
+    complete (fetching its records from Zoho again)."""
+    with db.sessions.begin() as session:
+        original = _replayable(session, event_id)
+        if original.source != "webhook":
+            raise NotFound(f"inbound event {event_id} is not a webhook")
+        return _copy(session, original, source="webhook", status="accepted").id
+
+
+def is_webhook(db: Database, event_id: int) -> bool:
+    with db.sessions() as session:
+        return session.scalar(select(InboundEvent.source).where(InboundEvent.id == event_id)) == (
+            "webhook"
+        )
+
+
+def _replayable(session: Session, event_id: int) -> InboundEvent:
+    original = session.get(InboundEvent, event_id)
+    if original is None:
+        raise NotFound(f"no inbound event {event_id}")
+    if original.entity is None or original.entity not in ENTITY_BY_KEY:
+        raise NotFound(f"inbound event {event_id} names no entity to replay")
+    if original.tenant_id is None:
+        raise NotFound(f"inbound event {event_id} belongs to no tenant")
+    if original.body_truncated:
+        raise NotFound(f"inbound event {event_id} was over the size limit; its body is cut")
+    return original
+
+
+def _copy(session: Session, original: InboundEvent, *, source: str, status: str) -> InboundEvent:
+    copy = InboundEvent(
+        tenant_id=original.tenant_id,
+        source=source,
+        method=original.method,
+        route=original.route,
+        entity=original.entity,
+        content_type=original.content_type,
+        query=original.query,
+        headers=original.headers,
+        body=original.body,
+        body_size=original.body_size,
+        body_sha256=original.body_sha256,
+        body_truncated=False,
+        status=status,
+        replay_of=original.id,
+    )
+    session.add(copy)
+    session.flush()
+    return copy
 
 
 def list_events(

@@ -21,7 +21,7 @@ from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import EntitySpec
-from zoho_moodle_sync.errors import ConfigurationError, ZohoRejected, ZohoUnavailable
+from zoho_moodle_sync.errors import ConfigurationError, NotFound, ZohoRejected, ZohoUnavailable
 from zoho_moodle_sync.sealing import unseal
 from zoho_moodle_sync.service import Outcome, RecordResult
 from zoho_moodle_sync.settings import Settings
@@ -181,19 +181,29 @@ def _apply(
         )
 
 
+async def replay(db: Database, settings: Settings, event_id: int) -> int:
+    """Run a stored webhook event again as a new event (after fixing what made it fail)."""
+    new_id = await asyncio.to_thread(ingress.copy_webhook_for_replay, db, event_id)
+    accepted = await asyncio.to_thread(accepted_again, db, new_id)
+    if accepted is None:
+        raise NotFound(f"inbound event {event_id} names no module this tenant syncs")
+    await complete(db, settings, accepted, http=None)
+    return new_id
+
+
 async def complete_stale(
     db: Database, settings: Settings, *, older_than: timedelta, http: httpx.AsyncClient | None
 ) -> int:
     """Complete accepted events that a stopped process left behind; returns how many."""
     ids = await asyncio.to_thread(stale_event_ids, db, older_than=older_than)
     for event_id in ids:
-        accepted = await asyncio.to_thread(_accepted_again, db, event_id)
+        accepted = await asyncio.to_thread(accepted_again, db, event_id)
         if accepted is not None:
             await complete(db, settings, accepted, http=http)
     return len(ids)
 
 
-def _accepted_again(db: Database, event_id: int) -> AcceptedEvent | None:
+def accepted_again(db: Database, event_id: int) -> AcceptedEvent | None:
     """Rebuild an accepted event from what was stored of it."""
     with db.sessions() as session:
         row = session.get(InboundEvent, event_id)

@@ -259,12 +259,6 @@ def served_fake_zoho(college: dict[str, list[Record]]) -> Iterator[tuple[FakeZoh
         yield fake, base_url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: `events replay` runs every stored event as a /v1/sync body, so a webhook "
-    "event that failed for lack of Zoho credentials (whose message says to replay it) is "
-    'refused for having no "data" array instead of being fetched and stored',
-)
 def test_a_failed_id_only_webhook_is_stored_when_replayed_once_zoho_is_configured(
     client: TestClient,
     db: Database,
