@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
 
 from tests.fakes.moodle import DEFAULT_SITE_URL, DEFAULT_TOKEN, FakeMoodle
 from tests.worker.conftest import (
@@ -118,11 +117,6 @@ def test_a_moodle_account_deleted_by_an_administrator_is_created_again(
     assert moodle_sync.job("students", student["id"]).state == "done"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a user or course created again after a deletion in Moodle does not re-queue the "
-    "enrolments (and class teachers) that pointed at the old one",
-)
 def test_a_moodle_account_created_again_gets_its_enrolments_back(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle
 ) -> None:

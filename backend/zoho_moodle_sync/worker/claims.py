@@ -16,7 +16,7 @@ from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import ENTITY_TABLES
 from zoho_moodle_sync.db.outbox import OPEN_STATES, DeliveryPause, MoodleCall, MoodleJob, MoodleLink
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.outbox import due_condition
+from zoho_moodle_sync.outbox import due_condition, enqueue
 from zoho_moodle_sync.settings import Settings
 
 PREREQUISITE_ENTITIES = frozenset({"programs", "teachers", "students", "classes"})
@@ -409,6 +409,7 @@ def _write_links(
 ) -> None:
     if not links:
         return
+    moved: dict[str, set[str]] = {}
     existing = {
         (row.entity, row.zoho_id): row
         for row in session.scalars(
@@ -429,6 +430,8 @@ def _write_links(
             row = MoodleLink(tenant_id=tenant_id, entity=link.entity, zoho_id=link.zoho_id)
             session.add(row)
             existing[(link.entity, link.zoho_id)] = row
+        if link.moodle_id is not None and row.moodle_id != link.moodle_id:
+            moved.setdefault(link.entity, set()).add(link.zoho_id)
         row.moodle_id = link.moodle_id
         row.adopted = link.adopted
         row.state = link.state
@@ -436,6 +439,55 @@ def _write_links(
         row.delivered_fingerprint = link.fingerprint
         row.delivered_at = now
     session.flush()
+    _requeue_dependents(session, tenant_id, moved, now)
+
+
+DEPENDENTS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "students": (("enrollments", "student_zoho_id", "userid"),),
+    "classes": (("enrollments", "class_zoho_id", "courseid"),),
+    "teachers": (("classes", "teacher_zoho_id", "teacher_userid"),),
+}
+"""Whose Moodle side names a record's Moodle id: (entity, lookup column, key in its link)."""
+
+
+def _requeue_dependents(
+    session: Session, tenant_id: int, moved: dict[str, set[str]], now: datetime
+) -> None:
+    """A record that got a new Moodle id (a user created again after an administrator deleted
+    it in Moodle): records delivered against its old id are queued again. On a first delivery
+    nothing was delivered against it yet, and this finds nothing."""
+    for entity, zoho_ids in moved.items():
+        linked = session.execute(
+            select(MoodleLink.zoho_id, MoodleLink.moodle_id).where(
+                MoodleLink.tenant_id == tenant_id,
+                MoodleLink.entity == entity,
+                MoodleLink.zoho_id.in_(zoho_ids),
+            )
+        ).all()
+        new_ids = {row.zoho_id: row.moodle_id for row in linked}
+        for dependent, column, key in DEPENDENTS.get(entity, ()):
+            table = ENTITY_TABLES[dependent]
+            rows = session.execute(
+                select(table.c.zoho_id, table.c[column], MoodleLink.detail)
+                .join(
+                    MoodleLink,
+                    (MoodleLink.tenant_id == table.c.tenant_id)
+                    & (MoodleLink.entity == dependent)
+                    & (MoodleLink.zoho_id == table.c.zoho_id),
+                )
+                .where(
+                    table.c.tenant_id == tenant_id,
+                    table.c[column].in_(zoho_ids),
+                    table.c.deleted_at.is_(None),
+                )
+            ).all()
+            stale = [
+                zoho_id
+                for zoho_id, target, detail in rows
+                if (detail or {}).get(key) not in (None, new_ids.get(target))
+            ]
+            if stale:
+                enqueue(session, tenant_id=tenant_id, entity=dependent, zoho_ids=stale, now=now)
 
 
 def pause_of(db: Database, tenant_id: int) -> DeliveryPause | None:
