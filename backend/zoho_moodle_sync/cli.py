@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from zoho_moodle_sync import credentials, ingress, outbox, tenants
 from zoho_moodle_sync.db import migrate
-from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord
+from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord, Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.errors import SyncServiceError
 from zoho_moodle_sync.settings import Settings, get_settings
@@ -161,10 +161,7 @@ def tenant_list(database_url: DatabaseUrl = None) -> None:
 def tenant_show(slug: str, database_url: DatabaseUrl = None) -> None:
     """Show a tenant and its field mapping."""
     with _database(database_url).sessions() as session:
-        tenant = tenants.get_by_slug(session, slug)
-        if tenant is None:
-            _fail(f"no tenant {slug!r}")
-            return
+        tenant = _tenant(session, slug)
         _print_json(
             {
                 "slug": tenant.slug,
@@ -259,11 +256,18 @@ def tenant_enable(slug: str, database_url: DatabaseUrl = None) -> None:
     typer.echo(f"tenant {slug} enabled")
 
 
-def _tenant(session: Any, slug: str) -> Any:
+def _tenant(session: Any, slug: str) -> Tenant:
     tenant = tenants.get_by_slug(session, slug)
     if tenant is None:
         _fail(f"no tenant {slug!r}")
     return tenant
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {path}: {exc}")
 
 
 @tenant_app.command("set-mapping")
@@ -273,16 +277,9 @@ def tenant_set_mapping(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Replace a tenant's field mapping (module, field and status-value overrides)."""
-    try:
-        document = json.loads(mapping_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        _fail(f"cannot read {mapping_file}: {exc}")
-        return
+    document = _read_json(mapping_file)
     with _database(database_url).sessions.begin() as session:
-        tenant = tenants.get_by_slug(session, slug)
-        if tenant is None:
-            _fail(f"no tenant {slug!r}")
-            return
+        tenant = _tenant(session, slug)
         tenants.set_mapping(session, tenant, document)
     typer.echo(f"mapping of {slug} updated")
 
@@ -407,11 +404,7 @@ def worker(database_url: DatabaseUrl = None) -> None:
 
 
 def _tenant_id(session: Any, slug: str | None) -> int:
-    chosen = slug or get_settings().default_tenant
-    tenant = tenants.get_by_slug(session, chosen)
-    if tenant is None:
-        _fail(f"no tenant {chosen!r}")
-    return tenant.id
+    return int(_tenant(session, slug or get_settings().default_tenant).id)
 
 
 TenantOption = Annotated[
@@ -510,10 +503,7 @@ def tenant_set_moodle(
     token = os.environ.get("MOODLE_TOKEN_INPUT") or typer.prompt("Moodle token", hide_input=True)
     settings = _settings(database_url)
     with Database.from_settings(settings).sessions.begin() as session:
-        tenant = tenants.get_by_slug(session, slug)
-        if tenant is None:
-            _fail(f"no tenant {slug!r}")
-            return
+        tenant = _tenant(session, slug)
         tenants.set_moodle(session, tenant, base_url=url, token=token, settings=settings)
     typer.echo(f"Moodle of {slug} set to {url}")
 
@@ -563,16 +553,9 @@ def tenant_set_policy(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Replace a tenant's delivery policy (removal policy, guard, roles, time zone, ...)."""
-    try:
-        document = json.loads(policy_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        _fail(f"cannot read {policy_file}: {exc}")
-        return
+    document = _read_json(policy_file)
     with _database(database_url).sessions.begin() as session:
-        tenant = tenants.get_by_slug(session, slug)
-        if tenant is None:
-            _fail(f"no tenant {slug!r}")
-            return
+        tenant = _tenant(session, slug)
         tenants.set_delivery_policy(session, tenant, document)
     typer.echo(f"delivery policy of {slug} updated")
 
