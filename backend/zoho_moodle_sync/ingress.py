@@ -193,7 +193,7 @@ def run_sync(
                 nul_free=not parser.may_hold_nul(body),
             )
             report = SyncReport(event_id, entity.key, results, released)
-            _finish(session, event_id, report)
+            finish(session, event_id, report)
             return report
     except Exception as error:
         mark_failed(db, event_id, error)
@@ -212,26 +212,41 @@ def run_delete(
     policy through the outbox."""
     try:
         with db.sessions.begin() as session:
-            results = service.delete_records(
-                session=session,
-                tenant_id=tenant.id,
-                entity=entity.key,
-                zoho_ids=zoho_ids,
-                event_id=event_id,
-            )
-            outbox.enqueue(
-                session,
-                tenant_id=tenant.id,
-                entity=entity.key,
-                zoho_ids=[r.zoho_id for r in results if r.zoho_id and r.outcome is Outcome.DELETED],
-                action="remove",
+            results = delete_records(
+                session, tenant=tenant, entity=entity, zoho_ids=zoho_ids, event_id=event_id
             )
             report = SyncReport(event_id, entity.key, results)
-            _finish(session, event_id, report)
+            finish(session, event_id, report)
             return report
     except Exception as error:
         mark_failed(db, event_id, error)
         raise
+
+
+def delete_records(
+    session: Session,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    zoho_ids: Sequence[str],
+    event_id: int | None,
+) -> list[RecordResult]:
+    """Mark records deleted and queue their removal in Moodle, in the caller's transaction."""
+    results = service.delete_records(
+        session=session,
+        tenant_id=tenant.id,
+        entity=entity.key,
+        zoho_ids=zoho_ids,
+        event_id=event_id,
+    )
+    outbox.enqueue(
+        session,
+        tenant_id=tenant.id,
+        entity=entity.key,
+        zoho_ids=[r.zoho_id for r in results if r.zoho_id and r.outcome is Outcome.DELETED],
+        action="remove",
+    )
+    return results
 
 
 def process_records(
@@ -291,12 +306,13 @@ def _run_released(
     return released
 
 
-def _finish(session: Session, event_id: int, report: SyncReport) -> None:
+def finish(session: Session, event_id: int, report: SyncReport, *, http_status: int = 200) -> None:
+    """Record that an event was processed, with its summary."""
     _set_status(
         session,
         event_id,
         status="processed",
-        http_status=200,
+        http_status=http_status,
         summary={**report.summary(), "released": len(report.released)},
     )
 

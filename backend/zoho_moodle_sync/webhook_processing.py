@@ -14,16 +14,16 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from zoho_moodle_sync import idempotency, ingress, outbox, service, tenants
+from zoho_moodle_sync import idempotency, ingress, tenants
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import EntitySpec
 from zoho_moodle_sync.errors import ConfigurationError, NotFound, ZohoRejected, ZohoUnavailable
 from zoho_moodle_sync.sealing import unseal
-from zoho_moodle_sync.service import Outcome, RecordResult
+from zoho_moodle_sync.service import RecordResult
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import TenantContext
 from zoho_moodle_sync.webhooks import (
@@ -32,12 +32,10 @@ from zoho_moodle_sync.webhooks import (
     read_body,
     read_workflow,
 )
-from zoho_moodle_sync.zoho import InMemoryTokenStore, ZohoClient, ZohoCredentials
+from zoho_moodle_sync.zoho import TokenStore, ZohoClient, ZohoCredentials
+from zoho_moodle_sync.zoho_tokens import token_store_for
 
 log = logging.getLogger(__name__)
-
-_TOKENS = InMemoryTokenStore()
-"""Zoho access tokens of this process, reused across events (Zoho limits refreshes)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ async def complete(
 async def _complete(
     db: Database, settings: Settings, accepted: AcceptedEvent, *, http: httpx.AsyncClient | None
 ) -> None:
-    event, entity = accepted.event, accepted.entity
+    event = accepted.event
     try:
         if event.operation == "delete":
             await asyncio.to_thread(_apply, db, accepted, [], event.ids)
@@ -106,7 +104,8 @@ async def _complete(
             records, gone = event.records, []
         else:
             # The webhook is a hint: what Zoho's API says now is what gets stored.
-            records = await _fetch(credentials, entity, event, http)
+            store = token_store_for(db, settings.secret_key)
+            records = await _fetch(credentials, store, event, http)
             fetched = {str(r.get("id")) for r in records}
             gone = [i for i in event.ids if i not in fetched]  # no longer in Zoho: deleted
         await asyncio.to_thread(_apply, db, accepted, records, gone)
@@ -120,12 +119,12 @@ async def _complete(
 
 async def _fetch(
     credentials: ZohoCredentials,
-    entity: EntitySpec,
+    store: TokenStore,
     event: WebhookEvent,
     http: httpx.AsyncClient | None,
 ) -> list[dict[str, Any]]:
     async def fetch(client: httpx.AsyncClient) -> list[dict[str, Any]]:
-        zoho = ZohoClient(client, credentials, token_store=_TOKENS)
+        zoho = ZohoClient(client, credentials, token_store=store)
         return list(await zoho.get_records(event.module, event.ids))
 
     if http is not None:
@@ -153,32 +152,11 @@ def _apply(
                 session, tenant=tenant, entity=entity, raw_records=records, event_id=event_id
             )
         if gone:
-            deleted = service.delete_records(
-                session=session,
-                tenant_id=tenant.id,
-                entity=entity.key,
-                zoho_ids=gone,
-                event_id=event_id,
+            results += ingress.delete_records(
+                session, tenant=tenant, entity=entity, zoho_ids=gone, event_id=event_id
             )
-            outbox.enqueue(
-                session,
-                tenant_id=tenant.id,
-                entity=entity.key,
-                zoho_ids=[r.zoho_id for r in deleted if r.zoho_id and r.outcome is Outcome.DELETED],
-                action="remove",
-            )
-            results += deleted
         report = ingress.SyncReport(event_id, entity.key, results, released)
-        session.execute(
-            update(InboundEvent)
-            .where(InboundEvent.id == event_id)
-            .values(
-                status="processed",
-                http_status=202,
-                summary={**report.summary(), "released": len(report.released)},
-                processed_at=utcnow(),
-            )
-        )
+        ingress.finish(session, event_id, report, http_status=202)
 
 
 async def replay(db: Database, settings: Settings, event_id: int) -> int:
