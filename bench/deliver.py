@@ -36,7 +36,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +57,7 @@ import factory.random  # noqa: E402
 from tests import factories  # noqa: E402
 from tests.fakes.moodle import DEFAULT_TOKEN  # noqa: E402
 
+from subprocesses import free_port, stop, wait_until_answering  # noqa: E402
 from zoho_moodle_sync import ingress, tenants  # noqa: E402
 from zoho_moodle_sync.db import migrate  # noqa: E402
 from zoho_moodle_sync.db.outbox import MoodleCall, MoodleJob  # noqa: E402
@@ -141,13 +141,6 @@ def _renamed(student: Record) -> Record:
 # ---------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc); 0.0 where that cannot be read."""
     try:
@@ -178,7 +171,7 @@ class FakeMoodleServer:
 
 @contextlib.contextmanager
 def running_fake_moodle(workdir: Path) -> Iterator[FakeMoodleServer]:
-    port = _free_port()
+    port = free_port()
     log_path = workdir / f"fake-moodle-{port}.log"
     command = [sys.executable, "-m", "tests.fakes.moodle", "--port", str(port)]
     with log_path.open("wb") as log:
@@ -190,27 +183,12 @@ def running_fake_moodle(workdir: Path) -> Iterator[FakeMoodleServer]:
         )
     server = FakeMoodleServer(process, f"http://127.0.0.1:{port}")
     try:
-        _wait_until_up(server, log_path)
+        wait_until_answering(
+            server.process, f"{server.url}/_fake/calls", log_path, "the fake Moodle"
+        )
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_up(server: FakeMoodleServer, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the fake Moodle exited:\n{log_path.read_text(errors='replace')}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.url}/_fake/calls", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"the fake Moodle did not start:\n{log_path.read_text(errors='replace')}")
+        stop(process)
 
 
 class TimedTransport(httpx.AsyncHTTPTransport):

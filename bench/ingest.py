@@ -39,7 +39,6 @@ import os
 import queue
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ sys.path.insert(0, str(REPO))  # the record factories live in tests/
 import factory.random  # noqa: E402
 from tests import factories  # noqa: E402
 
+from subprocesses import free_port, stop, wait_until_answering  # noqa: E402
 from zoho_moodle_sync import mapper, parser, service  # noqa: E402
 from zoho_moodle_sync.db import migrate  # noqa: E402
 from zoho_moodle_sync.db.base import utcnow  # noqa: E402
@@ -242,13 +242,6 @@ def generate(entity: str, count: int, batch: int, shape: str = "full") -> Worklo
 # ---------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _serve_command() -> list[str]:
     script = Path(sys.executable).with_name("zoho-moodle-sync")
     if script.exists():
@@ -323,7 +316,7 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(database_url: str, workdir: Path, connections: int) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     secret = secrets.token_urlsafe(32)
     env = {
         **os.environ,
@@ -345,7 +338,7 @@ def running_server(database_url: str, workdir: Path, connections: int) -> Iterat
     clients = [httpx.Client(timeout=300) for _ in range(connections)]
     server = Server(process, f"http://127.0.0.1:{port}", secret, clients)
     try:
-        _wait_until_healthy(server, log_path)
+        wait_until_answering(server.process, f"{server.url}/v1/health", log_path, "the server")
         _say(f"  server pid {process.pid} listening on {server.url}")
         yield server
     except Exception:
@@ -355,24 +348,7 @@ def running_server(database_url: str, workdir: Path, connections: int) -> Iterat
     finally:
         for client in clients:
             client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_healthy(server: Server, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{log_path.read_text(errors='replace')}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.url}/v1/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"the server did not become healthy:\n{log_path.read_text()}")
+        stop(process)
 
 
 # ---------------------------------------------------------------------------------------------
