@@ -47,74 +47,56 @@ class Preference(_Request):
     value: str
 
 
-class NewUser(_Request):
+class _UserFields(_Request):
+    """The user fields core_user_create_users and core_user_update_users share; None is not
+    sent."""
+
+    username: str | None = None
+    firstname: str | None = None
+    lastname: str | None = None
+    email: str | None = None
+    password: SecretStr | None = None
+    auth: str | None = None
+    idnumber: str | None = None
+    lang: str | None = None
+    calendartype: str | None = None
+    maildisplay: int | None = None
+    city: str | None = None
+    country: str | None = None
+    timezone: str | None = None
+    description: str | None = None
+    firstnamephonetic: str | None = None
+    lastnamephonetic: str | None = None
+    middlename: str | None = None
+    alternatename: str | None = None
+    interests: str | None = None
+    institution: str | None = None
+    department: str | None = None
+    phone1: str | None = None
+    phone2: str | None = None
+    address: str | None = None
+    theme: str | None = None
+    mailformat: int | None = None
+    customfields: list[CustomField] | None = None
+    preferences: list[Preference] | None = None
+
+
+class NewUser(_UserFields):
     """One user for core_user_create_users (there is no `suspended` on create)."""
 
     username: str
     firstname: str
     lastname: str
     email: str
-    password: SecretStr | None = None
     createpassword: bool | None = None
-    auth: str | None = None
-    idnumber: str | None = None
-    lang: str | None = None
-    calendartype: str | None = None
-    maildisplay: int | None = None
-    city: str | None = None
-    country: str | None = None
-    timezone: str | None = None
-    description: str | None = None
-    firstnamephonetic: str | None = None
-    lastnamephonetic: str | None = None
-    middlename: str | None = None
-    alternatename: str | None = None
-    interests: str | None = None
-    institution: str | None = None
-    department: str | None = None
-    phone1: str | None = None
-    phone2: str | None = None
-    address: str | None = None
-    theme: str | None = None
-    mailformat: int | None = None
-    customfields: list[CustomField] | None = None
-    preferences: list[Preference] | None = None
 
 
-class UserUpdate(_Request):
+class UserUpdate(_UserFields):
     """Changes to one user for core_user_update_users; fields left None stay as they are."""
 
     id: int
-    username: str | None = None
-    auth: str | None = None
     suspended: bool | None = None
-    password: SecretStr | None = None
-    firstname: str | None = None
-    lastname: str | None = None
-    email: str | None = None
-    maildisplay: int | None = None
-    city: str | None = None
-    country: str | None = None
-    timezone: str | None = None
-    description: str | None = None
     userpicture: int | None = None
-    firstnamephonetic: str | None = None
-    lastnamephonetic: str | None = None
-    middlename: str | None = None
-    alternatename: str | None = None
-    interests: str | None = None
-    idnumber: str | None = None
-    institution: str | None = None
-    department: str | None = None
-    phone1: str | None = None
-    phone2: str | None = None
-    address: str | None = None
-    lang: str | None = None
-    calendartype: str | None = None
-    theme: str | None = None
-    mailformat: int | None = None
-    customfields: list[CustomField] | None = None
-    preferences: list[Preference] | None = None
 
 
 class NewCategory(_Request):
