@@ -152,8 +152,7 @@ async def _accept(
         await run_in_threadpool(ingress.mark_rejected, db, event_id, error)
         error.event_id = event_id
         raise error
-    fingerprint = _fingerprint(inbound)
-    key = idempotency_key or f"webhook-body:{fingerprint}"
+    key, fingerprint = _repeat_key(inbound, idempotency_key)
     ttl = settings.idempotency_ttl_seconds if idempotency_key else settings.webhook_repeat_seconds
     try:
         begun = await run_in_threadpool(
@@ -223,8 +222,7 @@ async def _remember_refusal(
 ) -> Response:
     """A refused body is refused the same way when it comes again, without new work."""
     body, status = error_body(error), error.status_code
-    fingerprint = _fingerprint(inbound)
-    key = idempotency_key or f"webhook-body:{fingerprint}"
+    key, fingerprint = _repeat_key(inbound, idempotency_key)
     try:
         begun = await run_in_threadpool(
             lambda: idempotency.begin(
@@ -244,11 +242,15 @@ async def _remember_refusal(
     raise error
 
 
-def _fingerprint(inbound: InboundRequest) -> str:
-    """The request as far as repeats go: its query counts (`?operation=delete` makes another
-    request of the same body), its credential does not."""
+def _repeat_key(inbound: InboundRequest, idempotency_key: str | None) -> tuple[str, str]:
+    """The key repeats of this request share (the caller's Idempotency-Key, else one derived
+    from the request), and the request's fingerprint: its query counts (`?operation=delete`
+    makes another request of the same body), its credential does not."""
     query = urlencode(sorted((k, v) for k, v in inbound.query.items() if k != "token"))
-    return idempotency.request_digest(inbound.method, f"{inbound.route}?{query}", inbound.body)
+    fingerprint = idempotency.request_digest(
+        inbound.method, f"{inbound.route}?{query}", inbound.body
+    )
+    return idempotency_key or f"webhook-body:{fingerprint}", fingerprint
 
 
 def _channel_tenant(
