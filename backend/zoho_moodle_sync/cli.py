@@ -28,12 +28,14 @@ events_app = typer.Typer(help="Inspect and replay stored inbound requests.", no_
 parked_app = typer.Typer(help="Records waiting for their dependencies.", no_args_is_help=True)
 zoho_app = typer.Typer(help="The Zoho side: Notifications API channels.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Moodle delivery jobs: inspect, retry, confirm.", no_args_is_help=True)
+records_app = typer.Typer(help="Stored records: what to correct in Zoho.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(events_app, name="events")
 app.add_typer(parked_app, name="parked")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(zoho_app, name="zoho")
+app.add_typer(records_app, name="records")
 
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", help="Overrides DATABASE_URL for this command.")
@@ -412,6 +414,36 @@ TenantOption = Annotated[
 ]
 
 
+@records_app.command("warnings")
+def records_warnings(
+    tenant: TenantOption = None,
+    entity: Annotated[str | None, typer.Option(help="Only this entity (students, ...).")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List the records stored with warnings (values left out, an end date before the start):
+    entity, Zoho id, name, field, message, since when."""
+    from zoho_moodle_sync import records
+    from zoho_moodle_sync.entities import ENTITY_BY_KEY
+
+    spec = None
+    if entity is not None:
+        spec = ENTITY_BY_KEY.get(entity)
+        if spec is None:
+            _fail(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+    with _database(database_url).sessions() as session:
+        found = records.warnings_list(
+            session, tenant_id=_tenant_id(session, tenant), entity=spec, limit=100_000
+        )
+    if not found:
+        typer.echo("no record has a warning")
+        return
+    for row in found:
+        typer.echo(
+            f"{row['entity']}\t{row['zoho_id']}\t{row['name']}\t{row['field']}\t"
+            f"{row['message']}\tsince {row['since']}"
+        )
+
+
 @jobs_app.command("list")
 def jobs_list(
     tenant: TenantOption = None,
@@ -556,8 +588,12 @@ def tenant_set_policy(
     document = _read_json(policy_file)
     with _database(database_url).sessions.begin() as session:
         tenant = _tenant(session, slug)
-        tenants.set_delivery_policy(session, tenant, document)
+        change = tenants.set_delivery_policy(session, tenant, document)
     typer.echo(f"delivery policy of {slug} updated")
+    if change.requeued_enrolments:
+        typer.echo(
+            f"{change.requeued_enrolments} enrolment(s) queued again: their Moodle dates change"
+        )
 
 
 @zoho_app.command("watch")

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -149,10 +149,9 @@ class DomainRecord(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-
-def _check_period(start: date | None, end: date | None) -> None:
-    if start and end and end < start:
-        raise RuleViolation("end_date", f"{end} is before the start date {start}")
+    periods: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """(start field, end field) pairs: an end before its start is a warning, never a refusal
+    (the dates are shown in Moodle; nobody needs them to be enrolled)."""
 
 
 class StudentRecord(DomainRecord):
@@ -235,10 +234,7 @@ class ClassRecord(DomainRecord):
         LookupId, Zoho("Unit", lookup="units", required_first=True, max_length=32)
     ] = None
 
-    @model_validator(mode="after")
-    def _period(self) -> ClassRecord:
-        _check_period(self.start_date, self.end_date)
-        return self
+    periods: ClassVar[tuple[tuple[str, str], ...]] = (("start_date", "end_date"),)
 
 
 class EnrollmentRecord(DomainRecord):
@@ -254,10 +250,7 @@ class EnrollmentRecord(DomainRecord):
     end_date: Annotated[Day, Zoho("End_Date")] = None
     enrollment_type: Annotated[Picklist, Zoho("Enrollment_Type", max_length=120)] = None
 
-    @model_validator(mode="after")
-    def _period(self) -> EnrollmentRecord:
-        _check_period(self.start_date, self.end_date)
-        return self
+    periods: ClassVar[tuple[tuple[str, str], ...]] = (("start_date", "end_date"),)
 
 
 class RegistrationRecord(DomainRecord):

@@ -60,7 +60,12 @@ class EntitySpec:
     module: str
     """Default Zoho module api name (the BTEC org's)."""
     model: type[DomainRecord]
+    name_fields: tuple[str, ...]
+    """Fields that name a record to a person (a student's number and name)."""
     status_field: str | None = None
+
+    def name_of(self, data: dict[str, object]) -> str:
+        return " ".join(str(data[f]) for f in self.name_fields if data.get(f)).strip()
 
     @cached_property
     def fields(self) -> tuple[FieldSpec, ...]:
@@ -116,21 +121,37 @@ def _base_type(hint: object) -> type:
 
 
 ENTITIES: tuple[EntitySpec, ...] = (
-    EntitySpec("programs", "program", "Products", domain.ProgramRecord, status_field="status"),
-    EntitySpec("teachers", "teacher", "BTEC_Teachers", domain.TeacherRecord),
-    EntitySpec("students", "student", "BTEC_Students", domain.StudentRecord, status_field="status"),
-    EntitySpec("units", "unit", "BTEC", domain.UnitRecord),
-    EntitySpec("classes", "class", "BTEC_Classes", domain.ClassRecord, status_field="status"),
-    EntitySpec("enrollments", "enrollment", "BTEC_Enrollments", domain.EnrollmentRecord),
+    EntitySpec("programs", "program", "Products", domain.ProgramRecord, ("name",), "status"),
+    EntitySpec("teachers", "teacher", "BTEC_Teachers", domain.TeacherRecord, ("name",)),
+    EntitySpec(
+        "students",
+        "student",
+        "BTEC_Students",
+        domain.StudentRecord,
+        ("student_number", "first_name", "last_name"),
+        "status",
+    ),
+    EntitySpec("units", "unit", "BTEC", domain.UnitRecord, ("name",)),
+    EntitySpec("classes", "class", "BTEC_Classes", domain.ClassRecord, ("class_name",), "status"),
+    EntitySpec(
+        "enrollments",
+        "enrollment",
+        "BTEC_Enrollments",
+        domain.EnrollmentRecord,
+        ("enrollment_code",),
+    ),
     EntitySpec(
         "registrations",
         "registration",
         "BTEC_Registrations",
         domain.RegistrationRecord,
-        status_field="status",
+        ("registration_code",),
+        "status",
     ),
-    EntitySpec("payments", "payment", "BTEC_Payments", domain.PaymentRecord),
-    EntitySpec("grades", "grade", "BTEC_Grades", domain.GradeRecord, status_field="grade_status"),
+    EntitySpec("payments", "payment", "BTEC_Payments", domain.PaymentRecord, ("payment_code",)),
+    EntitySpec(
+        "grades", "grade", "BTEC_Grades", domain.GradeRecord, ("grade_code",), "grade_status"
+    ),
 )
 """In dependency order: every entity comes after the entities it depends on."""
 

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.models import ENTITY_TABLES
 from zoho_moodle_sync.db.outbox import (
     OPEN_CONDITION,
     OPEN_STATES,
@@ -28,6 +29,7 @@ from zoho_moodle_sync.db.outbox import (
 )
 from zoho_moodle_sync.errors import Conflict, NotFound
 from zoho_moodle_sync.projection import PROJECTED_ENTITIES
+from zoho_moodle_sync.records import warning_summary
 
 JOB_STATES = ("pending", "running", "waiting", "held", "done", "dead", "superseded")
 RETRYABLE_STATES = ("dead", "held", "waiting")
@@ -81,6 +83,32 @@ def enqueue(
     )
     session.execute(statement, rows)
     return len(rows)
+
+
+def requeue_delivered(session: Session, *, tenant_id: int, entity: str) -> int:
+    """Queue again every record of `entity` whose Moodle side the service holds active, so it
+    is delivered anew (after a policy change that alters what it becomes in Moodle)."""
+    table = ENTITY_TABLES[entity]
+    zoho_ids = list(
+        session.scalars(
+            select(MoodleLink.zoho_id)
+            .join(
+                table,
+                and_(
+                    table.c.tenant_id == MoodleLink.tenant_id, table.c.zoho_id == MoodleLink.zoho_id
+                ),
+            )
+            .where(
+                MoodleLink.tenant_id == tenant_id,
+                MoodleLink.entity == entity,
+                MoodleLink.state == "active",
+                table.c.deleted_at.is_(None),
+            )
+        )
+    )
+    for start in range(0, len(zoho_ids), 500):
+        enqueue(session, tenant_id=tenant_id, entity=entity, zoho_ids=zoho_ids[start : start + 500])
+    return len(zoho_ids)
 
 
 @dataclass(frozen=True)
@@ -309,6 +337,15 @@ def prometheus_text(session: Session, slugs: dict[int, str]) -> str:
             errorcode=errorcode or "",
         )
         lines.append(f"zms_moodle_calls_total{{{labels}}} {count}")
+    lines += [
+        "# HELP zms_record_warnings Stored records carrying a warning, by code.",
+        "# TYPE zms_record_warnings gauge",
+    ]
+    for (tenant_id, entity), summary in sorted(warning_summary(session).items()):
+        tenant = slugs.get(tenant_id, str(tenant_id))
+        for code, records in sorted(summary["codes"].items()):
+            labels = _labels(tenant=tenant, entity=entity, code=code)
+            lines.append(f"zms_record_warnings{{{labels}}} {records}")
     lines += [
         "# HELP zms_delivery_latency_seconds Stored change to Moodle, jobs done in the last hour.",
         "# TYPE zms_delivery_latency_seconds histogram",

@@ -41,13 +41,19 @@ class DeliveryPolicy(BaseModel):
     """Moodle category of classes that have no programme."""
     timezone: str = "UTC"
     """The college's time zone: class and enrolment dates are days there."""
+    enrolment_dates: Literal["none", "zoho"] = "none"
+    """`none`: enrolments have no start or end in Moodle, so access follows what Zoho says of
+    the student and the enrolment, never the calendar. `zoho`: the enrolment's Start_Date and
+    End_Date (plus `enrolment_grace_days`) become its Moodle times."""
+    enrolment_grace_days: int = Field(default=30, ge=0, le=3650)
+    """Days an enrolment stays active after its End_Date under `enrolment_dates: zoho`."""
     removal_policy: Literal["suspend", "unenrol", "keep"] = "suspend"
     mass_change_share: float = Field(default=0.10, gt=0, le=1)
     """Hold removals that would touch more than this share of the active enrolments or users."""
     mass_change_min: int = Field(default=5, ge=0)
+    """Never hold fewer removals than this, however small the college."""
     mass_change_window_minutes: float = Field(default=60, ge=0)
     """Removals made within this many minutes count towards the guard as well."""
-    """Never hold fewer removals than this, however small the college."""
     student_role: str = "student"
     teacher_role: str = "editingteacher"
     roles: dict[str, int] = Field(
@@ -185,18 +191,42 @@ def program_category(zoho_id: str, data: dict[str, Any], policy: DeliveryPolicy)
 def class_course(
     zoho_id: str, data: dict[str, Any], category_id: int, policy: DeliveryPolicy
 ) -> CourseShape:
+    """The course follows the class's dates (they do not limit anyone's access in Moodle); an
+    end before the start, which Moodle refuses, is left out (the record carries a warning)."""
     return CourseShape(
         fullname=str(data["class_name"]),
         shortname=str(data.get("short_name") or data["class_name"]),
         idnumber=zoho_id,
         categoryid=category_id,
         startdate=policy.day_start(data.get("start_date")),
-        enddate=policy.day_end(data.get("end_date")),
+        enddate=policy.day_end(_end_date(data)),
     )
 
 
 def enrolment_times(data: dict[str, Any], policy: DeliveryPolicy) -> EnrolmentTimes:
+    """No limits unless the tenant asks for Zoho's dates; then the end date (inclusive) plus
+    the grace days, and no end at all when the end is before the start."""
+    if policy.enrolment_dates == "none":
+        return EnrolmentTimes(timestart=0, timeend=0)
+    end = _end_date(data)
+    grace = timedelta(days=policy.enrolment_grace_days)
+    last_day = None if end is None else date.fromisoformat(end) + grace
     return EnrolmentTimes(
-        timestart=policy.day_start(data.get("start_date")),
-        timeend=policy.day_end(data.get("end_date")),
+        timestart=policy.day_start(data.get("start_date")), timeend=policy.day_end(last_day)
     )
+
+
+def enrolment_dates_changed(before: DeliveryPolicy, after: DeliveryPolicy) -> bool:
+    """Whether enrolments delivered under `before` get other Moodle times under `after`."""
+    if before.enrolment_dates != after.enrolment_dates:
+        return True
+    return after.enrolment_dates == "zoho" and (
+        before.enrolment_grace_days != after.enrolment_grace_days
+        or before.timezone != after.timezone
+    )
+
+
+def _end_date(data: dict[str, Any]) -> str | None:
+    """The record's end date, unless it is before its start date."""
+    start, end = data.get("start_date"), data.get("end_date")
+    return None if start and end and end < start else end

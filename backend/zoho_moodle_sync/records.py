@@ -1,7 +1,9 @@
-"""The read side: what the service knows about one record (stored state, parking, history)."""
+"""The read side: what the service knows about one record (stored state, parking, history),
+and the records whose stored version carries warnings."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait, RecordOutcome
-from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
+from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY, EntitySpec
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -54,6 +56,7 @@ def describe(
             "updated_at": _iso(values["updated_at"]),
             "deleted_at": _iso(values["deleted_at"]),
             "last_event_id": values["last_event_id"],
+            "warnings": values["warnings"] or [],
         }
     return {
         "entity": entity.key,
@@ -98,3 +101,59 @@ def _parking(session: Session, parked: ParkedRecord) -> dict[str, Any]:
         "updated_at": _iso(parked.updated_at),
         "event_id": parked.inbound_event_id,
     }
+
+
+def with_warnings(
+    session: Session, *, tenant_id: int | None, entities: Sequence[EntitySpec] = ENTITIES
+) -> Iterator[tuple[int, EntitySpec, str, dict[str, Any], list[dict[str, str]]]]:
+    """(tenant id, entity, Zoho id, data, warnings) of every live record whose stored version
+    has warnings, entity by entity."""
+    for spec in entities:
+        table = ENTITY_TABLES[spec.key]
+        query = select(table.c.tenant_id, table.c.zoho_id, table.c.data, table.c.warnings).where(
+            table.c.warnings.is_not(None), table.c.deleted_at.is_(None)
+        )
+        if tenant_id is not None:
+            query = query.where(table.c.tenant_id == tenant_id)
+        for row_tenant, zoho_id, data, warnings in session.execute(query.order_by(table.c.id)):
+            if warnings:
+                yield row_tenant, spec, zoho_id, data, warnings
+
+
+def warnings_list(
+    session: Session, *, tenant_id: int, entity: EntitySpec | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """One row per warning: what to correct in Zoho, on which record, since when."""
+    found: list[dict[str, Any]] = []
+    entities = ENTITIES if entity is None else (entity,)
+    for _, spec, zoho_id, data, warnings in with_warnings(
+        session, tenant_id=tenant_id, entities=entities
+    ):
+        for warning in warnings:
+            found.append(
+                {
+                    "entity": spec.key,
+                    "zoho_id": zoho_id,
+                    "name": spec.name_of(data),
+                    "field": warning["field"],
+                    "code": warning["code"],
+                    "message": warning["message"],
+                    "since": warning.get("since"),
+                }
+            )
+            if len(found) >= limit:
+                return found
+    return found
+
+
+def warning_summary(
+    session: Session, *, tenant_id: int | None = None
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """(tenant id, entity) → how many live records carry warnings, in all and by code."""
+    summary: dict[tuple[int, str], dict[str, Any]] = {}
+    for row_tenant, spec, _, _, warnings in with_warnings(session, tenant_id=tenant_id):
+        entry = summary.setdefault((row_tenant, spec.key), {"records": 0, "codes": {}})
+        entry["records"] += 1
+        for code in {w["code"] for w in warnings}:
+            entry["codes"][code] = entry["codes"].get(code, 0) + 1
+    return summary

@@ -67,6 +67,7 @@ class RecordResult:
     reason: str | None = None
     message: str | None = None
     waiting_for: list[dict[str, str]] | None = None
+    warnings: list[dict[str, str]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -76,7 +77,7 @@ class RecordResult:
             result["entity"] = self.entity
         result["zoho_id"] = self.zoho_id
         result["outcome"] = self.outcome.value
-        for name in ("changes", "errors", "reason", "message", "waiting_for"):
+        for name in ("changes", "errors", "reason", "message", "waiting_for", "warnings"):
             value = getattr(self, name)
             if value is not None:
                 result[name] = value
@@ -91,6 +92,7 @@ class RecordResult:
                 ("reason", self.reason),
                 ("message", self.message),
                 ("waiting_for", self.waiting_for),
+                ("warnings", self.warnings),
             )
             if v is not None
         }
@@ -118,6 +120,7 @@ class _Stored:
     modified_time: datetime | None
     data: dict[str, Any] | None = None
     deleted: bool = False
+    warnings: list[dict[str, str]] | None = None
 
 
 def apply_batch(
@@ -140,7 +143,7 @@ def apply_batch(
     parked_since, parked_times = _parked_versions(session, tenant_id, spec.key, ids)
     present = _present_dependencies(session, tenant_id, spec.dependencies, valid)
 
-    to_store: dict[str, tuple[MappedRecord, str]] = {}
+    to_store: dict[str, tuple[MappedRecord, str, list[dict[str, str]] | None]] = {}
     to_touch: dict[str, datetime] = {}
     to_park: dict[str, tuple[MappedRecord, RecordResult]] = {}
     pending_changes: list[tuple[RecordResult, MappedRecord, dict[str, Any] | None]] = []
@@ -161,6 +164,7 @@ def apply_batch(
         missing = _missing_dependencies(mapping, spec.dependencies, item, present)
         if missing:
             result = _skipped(spec.key, index, item, missing)
+            result.warnings = _warnings_since(item, None, now)
             batch.results.append(result)
             to_park[zoho_id] = (item, result)
             settled.discard(zoho_id)
@@ -183,11 +187,15 @@ def apply_batch(
         else:
             result = RecordResult(spec.key, Outcome.UPDATED, zoho_id, index)
             pending_changes.append((result, item, current.data))
+        warnings = _warnings_since(item, current.warnings if current else None, now)
+        result.warnings = warnings
         if result.outcome is not Outcome.UNCHANGED:
-            to_store[zoho_id] = (item, digest)
+            to_store[zoho_id] = (item, digest, warnings)
             to_touch.pop(zoho_id, None)
         batch.results.append(result)
-        stored[zoho_id] = _Stored(digest, item.modified_time or newest_known, item.data)
+        stored[zoho_id] = _Stored(
+            digest, item.modified_time or newest_known, item.data, warnings=warnings
+        )
 
     _fill_changes(session, table, tenant_id, mapping, pending_changes)
     _upsert(session, table, tenant_id, to_store, event_id, now)
@@ -197,6 +205,20 @@ def apply_batch(
     record_history(session=session, tenant_id=tenant_id, results=batch.results, event_id=event_id)
     batch.stored_ids = [i for i in ids if i in settled]
     return batch
+
+
+def _warnings_since(
+    item: MappedRecord, before: list[dict[str, str]] | None, now: datetime
+) -> list[dict[str, str]] | None:
+    """The record's warnings, each with the time it was first seen: a warning the previous
+    version had too keeps its `since`, so "since" says how long it has been left uncorrected."""
+    if not item.warnings:
+        return None
+    seen = {(w["field"], w["code"]): w["since"] for w in before or () if "since" in w}
+    return [
+        {**w.as_dict(), "since": seen.get((w.field, w.code), now.isoformat())}
+        for w in item.warnings
+    ]
 
 
 def record_history(
@@ -321,10 +343,11 @@ def _stored_versions(
                 table.c.fingerprint,
                 table.c.zoho_modified_time,
                 table.c.deleted_at.is_not(None),
+                table.c.warnings,
             ).where(table.c.tenant_id == tenant_id, _among(session, table.c.zoho_id, chunk))
         )
-        for zoho_id, digest, modified, deleted in rows:
-            found[zoho_id] = _Stored(digest, modified, deleted=bool(deleted))
+        for zoho_id, digest, modified, deleted, warnings in rows:
+            found[zoho_id] = _Stored(digest, modified, deleted=bool(deleted), warnings=warnings)
     return found
 
 
@@ -472,7 +495,7 @@ def _upsert(
     session: Session,
     table: Table,
     tenant_id: int,
-    to_store: dict[str, tuple[MappedRecord, str]],
+    to_store: dict[str, tuple[MappedRecord, str, list[dict[str, str]] | None]],
     event_id: int | None,
     now: datetime,
 ) -> None:
@@ -487,12 +510,13 @@ def _upsert(
             "zoho_modified_time": item.modified_time,
             "data": item.data,
             "raw": item.raw,
+            "warnings": warnings,
             "last_event_id": event_id,
             "created_at": now,
             "updated_at": now,
             "deleted_at": None,
         }
-        for zoho_id, (item, digest) in to_store.items()
+        for zoho_id, (item, digest, warnings) in to_store.items()
     ]
     dialect = session.get_bind().dialect.name
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)

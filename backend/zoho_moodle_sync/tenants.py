@@ -10,10 +10,11 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from zoho_moodle_sync import outbox
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.errors import ConfigurationError, NotFound
 from zoho_moodle_sync.mapping import FieldMapping
-from zoho_moodle_sync.projection import DeliveryPolicy
+from zoho_moodle_sync.projection import DeliveryPolicy, enrolment_dates_changed
 from zoho_moodle_sync.sealing import seal, unseal
 from zoho_moodle_sync.settings import Settings
 
@@ -126,15 +127,33 @@ def delivery_policy(tenant: Tenant) -> DeliveryPolicy:
         raise ConfigurationError(f"the tenant's delivery policy is invalid: {exc}") from None
 
 
-def set_delivery_policy(session: Session, tenant: Tenant, policy: dict[str, Any]) -> DeliveryPolicy:
-    """Validate and store a tenant's delivery policy; refuses an invalid one with the reason."""
+@dataclass(frozen=True)
+class PolicyChange:
+    policy: DeliveryPolicy
+    requeued_enrolments: int
+    """Enrolments queued again because their Moodle times change under the new policy."""
+
+
+def set_delivery_policy(session: Session, tenant: Tenant, policy: dict[str, Any]) -> PolicyChange:
+    """Validate and store a tenant's delivery policy; refuses an invalid one with the reason.
+
+    When the enrolment dates change (`enrolment_dates`, the grace, or the time zone they are
+    read in), every enrolment delivered active is queued again: it reaches Moodle with its new
+    times, and those that would end access now go through the mass-change guard."""
     try:
         parsed = DeliveryPolicy.model_validate(policy)
     except ValidationError as exc:
         raise ConfigurationError(f"invalid delivery policy: {exc}") from None
+    try:
+        before = delivery_policy(tenant)
+    except ConfigurationError:
+        before = None
     tenant.config = {
         **tenant.config,
         "delivery": parsed.model_dump(mode="json", exclude_defaults=True),
     }
     session.flush()
-    return parsed
+    requeued = 0
+    if before is None or enrolment_dates_changed(before, parsed):
+        requeued = outbox.requeue_delivered(session, tenant_id=tenant.id, entity="enrollments")
+    return PolicyChange(parsed, requeued)

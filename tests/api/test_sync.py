@@ -109,6 +109,24 @@ def errors_by_index(answer: Any) -> list[list[dict[str, str]] | None]:
     return [result.get("errors") for result in answer["results"]]
 
 
+LEFT_OUT = "; the value is left out until it is corrected in Zoho"
+
+
+def warnings_by_index(answer: Any) -> list[list[dict[str, str]] | None]:
+    """Each result's warnings as (field, code, message); `since` is checked elsewhere."""
+    return [
+        [{k: w[k] for k in ("field", "code", "message")} for w in result["warnings"]]
+        if "warnings" in result
+        else None
+        for result in answer["results"]
+    ]
+
+
+def left_out(field: str, message: str) -> list[dict[str, str]]:
+    """The warning of a value left out of a stored record."""
+    return [{"field": field, "code": "invalid_value", "message": message + LEFT_OUT}]
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """The one error shape: {"error": {"code", "message", "details"?, "event_id"?}}."""
     assert response.status_code == status, response.text
@@ -551,7 +569,11 @@ def test_names_in_any_script_are_stored_exactly(client: TestClient) -> None:
     for teacher, (first, last) in zip(teachers, names, strict=True):
         assert stored_data(client, "teachers", teacher["id"])["name"] == f"{first} {last}"
     assert student_answer["results"][3]["errors"] == [
-        {"field": "Email", "message": "not an e-mail address: 'şükrü@@örnek'"}
+        {"field": "Email", "message": "not an e-mail address: 'şükrü@@örnek'"},
+        {
+            "field": "Academic_Email",
+            "message": "a student needs Academic_Email or Email (Moodle requires one)",
+        },
     ]
     again = sync(client, "students", students)
     assert [r["outcome"] for r in again["results"]] == ["UNCHANGED"] * 3
@@ -591,7 +613,7 @@ INVALID_DATES = {
 }
 
 
-def test_an_invalid_date_is_invalid_naming_the_field_and_a_leap_day_is_a_date(
+def test_an_invalid_date_is_left_out_with_a_warning_naming_the_field_and_a_leap_day_is_a_date(
     client: TestClient,
 ) -> None:
     values: list[Any] = [*INVALID_DATES, 20240105, "2004-02-29"]
@@ -600,10 +622,15 @@ def test_an_invalid_date_is_invalid_naming_the_field_and_a_leap_day_is_a_date(
     answer = sync(client, "students", students)
 
     expected = [
-        *({"field": "Birth_Date", "message": message} for message in INVALID_DATES.values()),
-        {"field": "Birth_Date", "message": "expected a date as YYYY-MM-DD, got 20240105"},
+        *INVALID_DATES.values(),
+        "expected a date as YYYY-MM-DD, got 20240105",
     ]
-    assert errors_by_index(answer) == [*([e] for e in expected), None]
+    assert [r["outcome"] for r in answer["results"]] == ["NEW"] * len(values)
+    assert warnings_by_index(answer) == [
+        *(left_out("Birth_Date", message) for message in expected),
+        None,
+    ]
+    assert stored_data(client, "students", students[0]["id"])["birth_date"] is None
     assert stored_data(client, "students", students[-1]["id"])["birth_date"] == "2004-02-29"
 
 
@@ -611,8 +638,6 @@ WRONG_TYPES: list[tuple[str, str, Any, str]] = [
     ("students", "First_Name", 42, "expected text, got the number 42"),
     ("students", "First_Name", True, "expected text, got the boolean true"),
     ("students", "First_Name", {"name": "Ali"}, "expected text, got an object"),
-    ("students", "Status", ["Active"], "expected text, got an array"),
-    ("teachers", "Email", 5, "expected text, got the number 5"),
     (
         "units",
         "Program",
@@ -626,11 +651,18 @@ WRONG_TYPES: list[tuple[str, str, Any, str]] = [
         "expected a Zoho record id (digits) or a lookup {name, id}, "
         "got [{'name': 'Networking', 'id': '5725767141565000047'}]",
     ),
+]
+"""Wrong types in a value a record is delivered by (required, or a lookup): INVALID."""
+
+WRONG_OPTIONAL_TYPES: list[tuple[str, str, Any, str]] = [
+    ("students", "Status", ["Active"], "expected text, got an array"),
+    ("teachers", "Email", 5, "expected text, got the number 5"),
     ("payments", "Payment_Amount", "three hundred", "expected a number, got 'three hundred'"),
     ("payments", "Installment_No", "2", "expected a whole number, got the text '2'"),
     ("payments", "Installment_No", 1.5, "expected a whole number, got the number 1.5"),
     ("grades", "Attempt_Number", "first", "expected a whole number, got the text 'first'"),
 ]
+"""Wrong types in optional values nobody needs to be put into Moodle: left out, with a warning."""
 
 
 def test_a_value_of_the_wrong_type_or_a_bad_id_is_invalid_naming_the_field(
@@ -663,6 +695,32 @@ def test_a_value_of_the_wrong_type_or_a_bad_id_is_invalid_naming_the_field(
     assert ids[0] == {"index": 0, "zoho_id": "5725767141599000001", "outcome": "NEW"}
     assert [r["errors"][0]["field"] for r in ids[1:]] == ["id", "id", "id", "id"]
     assert ids[4]["errors"][0]["message"] == "missing: every record needs its Zoho id"
+
+
+def test_a_value_of_the_wrong_type_in_an_optional_field_is_left_out_with_a_warning(
+    client: TestClient,
+) -> None:
+    college = small_college()
+    for entity in ENTITY_BY_KEY:
+        sync(client, entity, college[MODULE[entity]])
+
+    for entity, name, value, message in WRONG_OPTIONAL_TYPES:
+        template = college[MODULE[entity]][0]
+        record = {**template, "id": zoho_id_for(entity, name, value), name: value}
+
+        answer = sync(client, entity, [record])
+
+        assert [r["outcome"] for r in answer["results"]] == ["NEW"], (entity, answer)
+        assert warnings_by_index(answer) == [left_out(name, message)], entity
+        data = stored_data(client, entity, record["id"])
+        domain_name = next(f.name for f in ENTITY_BY_KEY[entity].fields if f.zoho == name)
+        assert data[domain_name] is None, (entity, name)
+
+
+def zoho_id_for(entity: str, name: str, value: Any) -> str:
+    """A Zoho id of its own for each case, so that each is a NEW record."""
+    digest = abs(hash((entity, name, repr(value)))) % 10**9
+    return f"5725767149{digest:09d}"
 
 
 REQUIRED = [
@@ -708,10 +766,7 @@ def test_records_that_break_a_rule_are_invalid_naming_the_field(client: TestClie
         StudentRecordFactory(Name=long_number, Academic_Email="long@students.example.edu"),
         StudentRecordFactory(First_Name=5, Birth_Date="2024-02-30", Email="nope"),
     ]
-    klass = ClassRecordFactory(Start_Date="2025-09-29", End_Date="2025-09-26")
-
     student_errors = errors_by_index(sync(client, "students", students))
-    class_errors = errors_by_index(sync(client, "classes", [klass]))
 
     assert student_errors[0] == [
         {
@@ -722,12 +777,35 @@ def test_records_that_break_a_rule_are_invalid_naming_the_field(client: TestClie
     assert student_errors[1] == [{"field": "Name", "message": "longer than 120 characters"}]
     assert student_errors[2] is not None
     assert {e["field"] for e in student_errors[2]} == {"First_Name", "Birth_Date", "Email"}
-    assert class_errors == [
-        [{"field": "End_Date", "message": "2025-09-26 is before the start date 2025-09-29"}]
+
+
+def test_an_end_date_before_the_start_is_a_warning_and_the_record_is_stored(
+    client: TestClient,
+) -> None:
+    klass = ClassRecordFactory(
+        Start_Date="2025-09-29", End_Date="2025-09-26", BTEC_Program=None, Teacher=None, Unit=None
+    )
+
+    answer = sync(client, "classes", [klass])
+
+    assert only_result(answer)["outcome"] == "NEW"
+    assert warnings_by_index(answer) == [
+        [
+            {
+                "field": "End_Date",
+                "code": "end_before_start",
+                "message": "End_Date 2025-09-26 is before Start_Date 2025-09-29; Moodle gets no "
+                "end date until the dates are corrected in Zoho",
+            }
+        ]
     ]
+    data = stored_data(client, "classes", klass["id"])
+    assert (data["start_date"], data["end_date"]) == ("2025-09-29", "2025-09-26")
 
 
-def test_values_a_column_cannot_hold_are_invalid_naming_the_field(client: TestClient) -> None:
+def test_values_a_column_cannot_hold_are_left_out_or_invalid_naming_the_field(
+    client: TestClient,
+) -> None:
     largest = ProgramRecordFactory(Program_Price="99999999999999.9999")
     programs: list[Record] = [
         ProgramRecordFactory(Program_Price=1e20),
@@ -743,13 +821,8 @@ def test_values_a_column_cannot_hold_are_invalid_naming_the_field(client: TestCl
     payment_answer = sync(client, "payments", payments)
 
     assert errors_by_index(program_answer) == [
-        [
-            {
-                "field": "Program_Price",
-                "message": "too large: 1e+20 (at most 14 digits before the point)",
-            }
-        ],
-        [{"field": "Program_Price", "message": "more than 4 decimal places: 0.12345"}],
+        None,
+        None,
         [
             {
                 "field": "Product_Name",
@@ -758,8 +831,16 @@ def test_values_a_column_cannot_hold_are_invalid_naming_the_field(client: TestCl
         ],
         None,
     ]
+    assert warnings_by_index(program_answer) == [
+        left_out("Program_Price", "too large: 1e+20 (at most 14 digits before the point)"),
+        left_out("Program_Price", "more than 4 decimal places: 0.12345"),
+        None,
+        None,
+    ]
+    assert stored_data(client, "programs", programs[0]["id"])["price"] is None
     assert stored_data(client, "programs", largest["id"])["price"] == "99999999999999.9999"
-    assert [[e["field"] for e in errors or []] for errors in errors_by_index(payment_answer)] == [
+    assert [r["outcome"] for r in payment_answer["results"]] == ["SKIPPED"] * 3  # no registration
+    assert [[w["field"] for w in ws or []] for ws in warnings_by_index(payment_answer)] == [
         ["Installment_No"]
     ] * 3
 
@@ -1050,14 +1131,16 @@ def test_a_modified_time_at_the_edge_of_the_calendar_is_invalid(client: TestClie
     ]
 
 
-def test_an_amount_beyond_decimal_precision_is_invalid(client: TestClient) -> None:
+def test_an_amount_beyond_decimal_precision_is_left_out(client: TestClient) -> None:
     prices: list[Any] = ["1e300", 123456789012345678901234567890]
     programs = [{**ProgramRecordFactory(), "Program_Price": price} for price in prices]
 
     response = post(client, "programs", {"data": programs})
 
     assert response.status_code == 200, response.text
-    assert [[e["field"] for e in errors or []] for errors in errors_by_index(response.json())] == [
+    answer = response.json()
+    assert [r["outcome"] for r in answer["results"]] == ["NEW", "NEW"]
+    assert [[w["field"] for w in ws or []] for ws in warnings_by_index(answer)] == [
         ["Program_Price"],
         ["Program_Price"],
     ]

@@ -155,16 +155,30 @@ def test_enrollments_sent_first_are_stored_once_their_students_and_classes_arriv
     assert health["database"] == backend
     assert health["schema_current"] is True
     skipped = {r["zoho_id"] for r in early["results"] if r["outcome"] == "SKIPPED"}
-    invalid = {r["zoho_id"] for r in early["results"] if r["outcome"] == "INVALID"}
-    assert invalid == ends_before_start
-    assert skipped == set(enrollments) - ends_before_start
+    assert skipped == set(enrollments)
     assert README_ENROLLMENT in skipped
+    refused_students = {
+        r["zoho_id"] for r in later["students"]["results"] if r["outcome"] == "INVALID"
+    }
+    # An enrolment of a student refused for having no e-mail waits for its correction.
+    waiting = {
+        i for i, r in enrollments.items() if r["Enrolled_Students"]["id"] in refused_students
+    }
+    assert waiting
     assert {r["reason"] for r in early["results"] if r["outcome"] == "SKIPPED"} == {
         "student_not_synced_yet"
     }
     assert all(answer["released"] == [] for answer in later.values())
     assert {(r["entity"], r["outcome"]) for r in classes["released"]} == {("enrollments", "NEW")}
-    assert {r["zoho_id"] for r in classes["released"]} == skipped
+    assert {r["zoho_id"] for r in classes["released"]} == skipped - waiting
+    # Dates that contradict each other are a warning on a stored record, not a refusal.
+    warned = {
+        r["zoho_id"]
+        for r in classes["released"]
+        if [w["code"] for w in r.get("warnings", [])] == ["end_before_start"]
+    }
+    assert warned == ends_before_start - waiting
+    assert warned
     assert readme_record.status_code == 200, readme_record.text
     assert readme_record.json()["state"] == "stored"
     assert [h["outcome"] for h in readme_record.json()["history"]] == ["NEW", "SKIPPED"]

@@ -1,4 +1,5 @@
-"""Mapper: Zoho record → domain record through a tenant's mapping; every failure names its field."""
+"""Mapper: Zoho record → domain record through a tenant's mapping; every failure names its field,
+and a wrong value nobody needs to reach Moodle is left out with a warning instead."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def _map(
 def _errors(result: MappedRecord | InvalidRecord) -> dict[str, str]:
     assert isinstance(result, InvalidRecord), result
     return {e.field: e.message for e in result.errors}
+
+
+def _warnings(result: MappedRecord | InvalidRecord) -> dict[str, tuple[str, str]]:
+    """Zoho field → (code, message) of a record mapped with warnings."""
+    assert isinstance(result, MappedRecord), result
+    return {w.field: (w.code, w.message) for w in result.warnings}
 
 
 STUDENT = {
@@ -76,9 +83,6 @@ def test_unicode_names_survive_unchanged() -> None:
         ({"Name": None}, "Name", "required"),
         ({"First_Name": "   "}, "First_Name", "required"),
         ({"Last_Name": 42}, "Last_Name", "expected text, got the number 42"),
-        ({"Birth_Date": "2001-02-30"}, "Birth_Date", "not a calendar date"),
-        ({"Birth_Date": "12/02/2001"}, "Birth_Date", "YYYY-MM-DD"),
-        ({"Email": "not-an-email"}, "Email", "not an e-mail address"),
         ({"Program": {"name": "x", "id": "abc"}}, "Program", "Zoho record id"),
         ({"Program": ["5725767141565000004"]}, "Program", "Zoho record id"),
         (
@@ -87,6 +91,11 @@ def test_unicode_names_survive_unchanged() -> None:
             "needs Academic_Email or Email",
         ),
         ({"Name": "x" * 121}, "Name", "longer than 120"),
+        (
+            {"Email": "not-an-email", "Academic_Email": None},
+            "Email",
+            "not an e-mail address",
+        ),
     ],
 )
 def test_invalid_student_fields_are_named_in_zoho_terms(
@@ -102,7 +111,48 @@ def test_missing_required_lookup_on_an_enrollment_is_invalid() -> None:
     assert errors == {"Enrolled_Students": "required, but missing"}
 
 
-def test_enrollment_ending_before_it_starts_blames_end_date() -> None:
+@pytest.mark.parametrize(
+    ("changes", "field", "code", "text"),
+    [
+        ({"Birth_Date": "2001-02-30"}, "Birth_Date", "invalid_value", "not a calendar date"),
+        ({"Birth_Date": "12/02/2001"}, "Birth_Date", "invalid_value", "YYYY-MM-DD"),
+        ({"Email": "not-an-email"}, "Email", "invalid_value", "not an e-mail address"),
+        ({"Status": ["Active"]}, "Status", "invalid_value", "expected text, got an array"),
+        ({"Phone_Number": "0" * 51}, "Phone_Number", "too_long", "longer than 50 characters"),
+    ],
+)
+def test_a_wrong_value_in_an_optional_field_is_left_out_with_a_warning(
+    changes: dict[str, Any], field: str, code: str, text: str
+) -> None:
+    result = _map("students", {**STUDENT, **changes})
+
+    warnings = _warnings(result)
+    assert list(warnings) == [field]
+    assert warnings[field][0] == code
+    assert text in warnings[field][1]
+    assert warnings[field][1].endswith("left out until it is corrected in Zoho")
+    assert isinstance(result, MappedRecord)
+    name = next(f.name for f in ENTITY_BY_KEY["students"].fields if f.zoho == field)
+    assert result.data[name] is None
+    assert getattr(result.record, name) is None
+
+
+def test_a_student_keeps_the_valid_one_of_two_e_mail_addresses() -> None:
+    result = _map("students", {**STUDENT, "Academic_Email": "nope@"})
+    assert list(_warnings(result)) == ["Academic_Email"]
+    assert isinstance(result, MappedRecord)
+    assert (result.data["academic_email"], result.data["email"]) == (
+        None,
+        "hana.yousef.3@mail.example.com",
+    )
+
+
+def test_an_invalid_record_lists_its_optional_faults_too() -> None:
+    errors = _errors(_map("students", {**STUDENT, "First_Name": None, "Birth_Date": "soon"}))
+    assert set(errors) == {"First_Name", "Birth_Date"}
+
+
+def test_enrollment_ending_before_it_starts_is_stored_with_a_warning_naming_both_dates() -> None:
     raw = {
         "id": "9",
         "Enrolled_Students": {"name": "s", "id": "1"},
@@ -110,7 +160,27 @@ def test_enrollment_ending_before_it_starts_blames_end_date() -> None:
         "Start_Date": "2025-09-29",
         "End_Date": "2025-09-26",
     }
-    assert "before the start date" in _errors(_map("enrollments", raw))["End_Date"]
+    result = _map("enrollments", raw)
+
+    assert _warnings(result) == {
+        "End_Date": (
+            "end_before_start",
+            "End_Date 2025-09-26 is before Start_Date 2025-09-29; Moodle gets no end date until "
+            "the dates are corrected in Zoho",
+        )
+    }
+    assert isinstance(result, MappedRecord)
+    assert (result.data["start_date"], result.data["end_date"]) == ("2025-09-29", "2025-09-26")
+
+
+def test_dates_in_order_or_missing_give_no_warning() -> None:
+    base = {"id": "9", "Enrolled_Students": "1", "Classes": "2"}
+    for dates in (
+        {"Start_Date": "2025-09-26", "End_Date": "2025-09-26"},
+        {"Start_Date": "2025-09-26"},
+        {"End_Date": "2025-09-26"},
+    ):
+        assert _warnings(_map("enrollments", {**base, **dates})) == {}
 
 
 def test_picklist_none_placeholder_reads_as_empty() -> None:
@@ -129,15 +199,15 @@ def test_amounts_are_exact_and_spelled_one_way() -> None:
 
 
 @pytest.mark.parametrize("price", [True, "lots", [1], float("nan")])
-def test_non_numbers_in_amount_fields_are_invalid(price: object) -> None:
-    errors = _errors(_map("programs", {"id": "4", "Product_Name": "HND", "Program_Price": price}))
-    assert "Program_Price" in errors
+def test_non_numbers_in_amount_fields_are_left_out(price: object) -> None:
+    result = _map("programs", {"id": "4", "Product_Name": "HND", "Program_Price": price})
+    assert list(_warnings(result)) == ["Program_Price"]
 
 
 def test_integer_fields_refuse_text_and_booleans() -> None:
     raw = {"id": "7", "Registration_ID": {"name": "r", "id": "3"}, "Installment_No": "2"}
-    assert "Installment_No" in _errors(_map("payments", raw))
-    assert "Installment_No" in _errors(_map("payments", {**raw, "Installment_No": True}))
+    assert list(_warnings(_map("payments", raw))) == ["Installment_No"]
+    assert list(_warnings(_map("payments", {**raw, "Installment_No": True}))) == ["Installment_No"]
 
 
 def test_tenant_mapping_reads_students_from_other_field_names() -> None:

@@ -37,7 +37,8 @@ def after_policy(policy: str, before: FakeEnrolment) -> FakeEnrolment | None:
 def test_a_deleted_enrollment_follows_the_removal_policy(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle, policy: str
 ) -> None:
-    moodle_sync.set_policy(removal_policy=policy)
+    # Zoho's dates on the enrolments, to see that a suspended enrolment keeps them.
+    moodle_sync.set_policy(removal_policy=policy, enrolment_dates="zoho")
     world = one_class(students=3)
     post_all(moodle_sync, world.by_entity())
     moodle_sync.drain(fake_moodle)

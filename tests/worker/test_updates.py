@@ -25,6 +25,7 @@ from zoho_moodle_sync.moodle import MoodleClient
 def test_changes_in_zoho_update_the_same_moodle_objects(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle
 ) -> None:
+    moodle_sync.set_policy(enrolment_dates="zoho", enrolment_grace_days=0)
     world = one_class(students=2)
     post_all(moodle_sync, world.by_entity())
     moodle_sync.drain(fake_moodle)

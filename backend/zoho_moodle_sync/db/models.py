@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
@@ -144,6 +145,10 @@ def _column_type(field: FieldSpec) -> TypeEngine[Any]:
     return types[field.kind]
 
 
+WITH_WARNINGS = "warnings IS NOT NULL"
+"""Rows whose stored version has warnings (few): what the warnings list reads."""
+
+
 def _entity_table(spec: EntitySpec) -> Table:
     columns: list[Any] = [
         Column("id", BigId, primary_key=True),
@@ -156,11 +161,18 @@ def _entity_table(spec: EntitySpec) -> Table:
         Column("zoho_modified_time", UTCDateTime()),
         Column("data", JSONDocument, nullable=False),
         Column("raw", JSONDocument, nullable=False),
+        Column("warnings", JSONDocument),
         Column("last_event_id", ForeignKey("inbound_events.id", ondelete="SET NULL")),
         Column("created_at", UTCDateTime(), nullable=False),
         Column("updated_at", UTCDateTime(), nullable=False),
         Column("deleted_at", UTCDateTime()),
         UniqueConstraint("tenant_id", "zoho_id"),
+        Index(
+            f"ix_{spec.key}_with_warnings",
+            "tenant_id",
+            postgresql_where=text(WITH_WARNINGS),
+            sqlite_where=text(WITH_WARNINGS),
+        ),
     ]
     for dep in spec.dependencies:
         assert dep.lookup is not None

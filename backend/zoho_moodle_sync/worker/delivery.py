@@ -841,7 +841,9 @@ class TenantDelivery:
         role = self.policy.role_id(self.policy.student_role)
         enrol: list[tuple[Job, Enrolment]] = []
         removals: list[Removal] = []
+        ending: list[Job] = []
         targets: dict[int, dict[str, Any]] = {}
+        now = int(time.time())
         for job in batch.jobs:
             record, link = records.get(job.zoho_id), links.get(job.zoho_id)
             if record is None:
@@ -887,15 +889,20 @@ class TenantDelivery:
                 target["courseid"],
             ):
                 removals.append(_removal(job, made))
+            active = made if link is not None and link.state == "active" else None
+            if _ends_access(target, active, now):
+                ending.append(job)
             enrol.append((job, Enrolment(**target, suspend=False)))
 
         replaced = {job.id for job, *_ in removals if job.id in targets}
         to_remove = [r for r in removals if r[0].id not in targets]
-        unconfirmed = to_remove and not all(job.confirmed for job, *_ in to_remove)
-        held = bool(unconfirmed) and not await self._guard_allows("enrollments", len(to_remove))
+        # An end date already past ends access as surely as a removal: the guard judges both.
+        guarded = [job for job, *_ in to_remove] + ending
+        unconfirmed = guarded and not all(job.confirmed for job in guarded)
+        held = bool(unconfirmed) and not await self._guard_allows("enrollments", len(guarded))
         if held:
-            for job, *_ in to_remove:
-                batch.decide(job, Verdict("hold", _held_message(len(to_remove), "enrollments")))
+            for job in guarded:
+                batch.decide(job, Verdict("hold", _held_message(len(guarded), "enrollments")))
         if not held:
             done = await self._remove_enrolments(batch, to_remove)
             for job, state in done.items():
@@ -908,6 +915,8 @@ class TenantDelivery:
                 batch.decide(job, Verdict("done"))
         await self._remove_enrolments(batch, [r for r in removals if r[0].id in replaced])
 
+        if held:
+            enrol = [(job, enrolment) for job, enrolment in enrol if job not in ending]
         answers = await self._each_or_split(batch, "enrol_manual_enrol_users", enrol, self._enrol)
         for job, answer in answers:
             if isinstance(answer, MoodleRejected):
@@ -966,6 +975,17 @@ class TenantDelivery:
     async def _unenrol(self, unenrolments: list[Unenrolment]) -> list[None]:
         await self.client.unenrol_users(unenrolments)
         return [None] * len(unenrolments)
+
+
+def _ends_access(target: dict[str, Any], active: dict[str, Any] | None, now: int) -> bool:
+    """Whether enrolling with `target` ends a student's access now: its end time is past
+    while the active enrolment the service made (`active`) had no end or one still to come.
+    A new enrolment that has already ended takes nobody's access away."""
+    end = target["timeend"]
+    if active is None or not end or end > now:
+        return False
+    before = active.get("timeend")
+    return not before or before > now
 
 
 def _removal(job: Job, made: dict[str, Any]) -> Removal:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import outbox, tenants
+from zoho_moodle_sync import outbox, records, tenants
 from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep, SettingsDep, TenantDep
 from zoho_moodle_sync.api.responses import json_response
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
@@ -103,9 +103,17 @@ async def delivery_status(_admin: AdminDep, db: DatabaseDep, settings: SettingsD
                     moodle[tenant.slug] = "configured" if configured else "not configured"
                 except ConfigurationError as error:
                     moodle[tenant.slug] = f"misconfigured: {error}"
+            warnings = records.warning_summary(session)
         slugs = {tenant.id: tenant.slug for tenant in everyone}
         for row in rows:
             row["tenant"] = slugs.get(row.pop("tenant_id"))
-        return {"moodle": moodle, "delivery": rows}
+        return {
+            "moodle": moodle,
+            "delivery": rows,
+            "warnings": [
+                {"tenant": slugs.get(tenant_id), "entity": entity, **counts}
+                for (tenant_id, entity), counts in sorted(warnings.items())
+            ],
+        }
 
     return json_response(await run_in_threadpool(load))

@@ -1,4 +1,5 @@
-"""`GET /v1/records/{entity}/{zoho_id}`: a record's stored state, parking and outcome history."""
+"""`GET /v1/records/{entity}/{zoho_id}`: a record's stored state, parking and outcome history;
+`GET /v1/warnings`: the records stored with warnings, for someone to correct in Zoho."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from zoho_moodle_sync import outbox, records
 from zoho_moodle_sync.api.deps import DatabaseDep, TenantDep
 from zoho_moodle_sync.api.responses import json_response
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
-from zoho_moodle_sync.errors import NotFound
+from zoho_moodle_sync.errors import NotFound, Unprocessable
 
-router = APIRouter(prefix="/v1/records", tags=["records"])
+router = APIRouter(prefix="/v1", tags=["records"])
 
 
-@router.get("/{entity}/{zoho_id}", summary="What the service knows about one Zoho record")
+@router.get("/records/{entity}/{zoho_id}", summary="What the service knows about one Zoho record")
 async def get_record(
     entity: str,
     zoho_id: str,
@@ -47,3 +48,33 @@ async def get_record(
     if view is None:
         raise NotFound(f"no {spec.label} {zoho_id} has reached this service")
     return json_response(view)
+
+
+@router.get("/warnings", summary="Records stored with warnings: what to correct in Zoho")
+async def list_warnings(
+    resolution: TenantDep,
+    db: DatabaseDep,
+    entity: str | None = Query(default=None, description="students, classes, enrollments, ..."),
+    limit: int = Query(default=1000, ge=1, le=10_000),
+) -> Response:
+    """One row per warning: the record (entity, Zoho id, name), the Zoho field, a plain-words
+    message and since when the record has carried it. A record leaves the list when a later
+    version from Zoho no longer has the problem."""
+    if resolution.error is not None:
+        raise resolution.error
+    assert resolution.tenant is not None
+    spec = None
+    if entity is not None:
+        spec = ENTITY_BY_KEY.get(entity)
+        if spec is None:
+            raise Unprocessable(
+                f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}",
+                details=[{"field": "entity", "message": "unknown"}],
+            )
+    tenant_id = resolution.tenant.id
+
+    def load() -> list[dict[str, Any]]:
+        with db.sessions() as session:
+            return records.warnings_list(session, tenant_id=tenant_id, entity=spec, limit=limit)
+
+    return json_response({"warnings": await run_in_threadpool(load)})
