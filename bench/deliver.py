@@ -60,7 +60,7 @@ from tests.fakes.moodle import DEFAULT_TOKEN  # noqa: E402
 from subprocesses import free_port, stop, wait_until_answering  # noqa: E402
 from zoho_moodle_sync import ingress, tenants  # noqa: E402
 from zoho_moodle_sync.db import migrate  # noqa: E402
-from zoho_moodle_sync.db.outbox import MoodleCall, MoodleJob  # noqa: E402
+from zoho_moodle_sync.db.jobs import Job, MoodleCall  # noqa: E402
 from zoho_moodle_sync.db.session import Database, make_engine  # noqa: E402
 from zoho_moodle_sync.entities import ENTITY_BY_KEY  # noqa: E402
 from zoho_moodle_sync.settings import Settings  # noqa: E402
@@ -310,7 +310,7 @@ class Wave:
 
 def _high_water(db: Database) -> tuple[int, int]:
     with db.sessions() as session:
-        jobs = session.scalar(select(func.max(MoodleJob.id))) or 0
+        jobs = session.scalar(select(func.max(Job.id))) or 0
         calls = session.scalar(select(func.max(MoodleCall.id))) or 0
         return jobs, calls
 
@@ -343,7 +343,7 @@ def run_wave(
     if outcomes != expected:
         raise RuntimeError(f"{name}: stored {dict(outcomes)}, expected {dict(expected)}")
     with db.sessions() as session:
-        queued = session.scalar(select(func.count()).where(MoodleJob.id > jobs_mark)) or 0
+        queued = session.scalar(select(func.count()).where(Job.id > jobs_mark)) or 0
 
     transport = TimedTransport()
     statements = StatementCounter()
@@ -359,9 +359,7 @@ def run_wave(
         states = Counter(
             dict(
                 session.execute(
-                    select(MoodleJob.state, func.count())
-                    .where(MoodleJob.id > jobs_mark)
-                    .group_by(MoodleJob.state)
+                    select(Job.state, func.count()).where(Job.id > jobs_mark).group_by(Job.state)
                 ).all()
             )
         )

@@ -7,12 +7,14 @@ than a skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -21,9 +23,11 @@ from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.api.app import create_app
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.base import Base
+from zoho_moodle_sync.db.jobs import JobKind
 from zoho_moodle_sync.db.session import Database, make_engine
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import TenantContext, context_of, ensure
+from zoho_moodle_sync.worker.runner import Worker
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 REQUIRE_PG = os.environ.get("REQUIRE_POSTGRES") == "1"
@@ -102,6 +106,7 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         auto_migrate=False,
         parked_sweep_seconds=0,
+        retention_days=0,
         default_tenant=DEFAULT_TENANT,
         max_body_bytes=2 * 1024 * 1024,
         max_batch_records=1000,
@@ -111,12 +116,39 @@ def settings(database_url: str) -> Settings:
     )
 
 
+class WorkingClient(TestClient):
+    """The app's test client, with a worker beside it as in the embedded install: after every
+    webhook request the queue's webhook jobs are run, so a test sees the accepted event
+    completed (its records fetched from Zoho through `zoho_transport`, and stored)."""
+
+    zoho_transport: httpx.AsyncBaseTransport | None = None
+
+    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> httpx.Response:
+        response = super().request(method, url, *args, **kwargs)
+        if "/v1/webhooks/" in str(url) or str(url).endswith("/v1/webhooks/zoho"):
+            self.complete_webhooks()
+        return response
+
+    def complete_webhooks(self) -> int:
+        """Run the due webhook jobs until none is left; how many were settled."""
+        app: Any = self.app
+        settings: Settings = app.state.settings
+        db: Database = app.state.db
+
+        async def run() -> int:
+            async with httpx.AsyncClient(transport=self.zoho_transport) as zoho_http:
+                worker = Worker(db, settings, zoho_http=zoho_http, kinds={JobKind.WEBHOOK})
+                return await worker.drain()
+
+        return asyncio.run(run())
+
+
 @pytest.fixture
-def client(settings: Settings, db: Database) -> Iterator[TestClient]:
+def client(settings: Settings, db: Database) -> Iterator[WorkingClient]:
     """The ASGI app on the test database, lifespan included (creates the default tenant),
     calling with the default tenant's secret."""
     app = create_app(settings, db)
-    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as test_client:
+    with WorkingClient(app, raise_server_exceptions=False, headers=AUTH) as test_client:
         yield test_client
 
 

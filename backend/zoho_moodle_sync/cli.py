@@ -14,11 +14,12 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from zoho_moodle_sync import credentials, ingress, outbox, tenants
+from zoho_moodle_sync import credentials, ingress, tenants
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord, Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.errors import SyncServiceError
+from zoho_moodle_sync.jobs import operator
 from zoho_moodle_sync.settings import Settings, get_settings
 
 app = typer.Typer(help="Keeps Moodle LMS in sync with Zoho CRM.", no_args_is_help=True)
@@ -334,9 +335,19 @@ def events_replay(event_id: int, database_url: DatabaseUrl = None) -> None:
     if ingress.is_webhook(db, event_id):
         import asyncio
 
-        from zoho_moodle_sync import webhook_processing
+        import httpx
 
-        new_id = asyncio.run(webhook_processing.replay(db, settings, event_id))
+        from zoho_moodle_sync.worker import completion
+
+        new_id = ingress.replay_webhook(db, event_id)
+
+        async def complete() -> None:
+            async with httpx.AsyncClient(timeout=30) as http:
+                await completion.complete_due(
+                    db, settings, worker_id="cli", http=http, event_id=new_id
+                )
+
+        asyncio.run(complete())
         with db.sessions() as session:
             event = session.get_one(InboundEvent, new_id)
             _print_json(
@@ -454,8 +465,8 @@ def jobs_list(
 ) -> None:
     """List delivery jobs, newest first, with their last error."""
     with _database(database_url).sessions() as session:
-        where = outbox.JobFilter(_tenant_id(session, tenant), state, entity)
-        for job in outbox.list_jobs(session, where, limit=limit):
+        where = operator.JobFilter(_tenant_id(session, tenant), state, entity)
+        for job in operator.list_jobs(session, where, limit=limit):
             why = job.last_error or job.wait_reason or ""
             typer.echo(
                 f"{job.id}\t{job.state}\t{job.entity}\t{job.zoho_id}\t{job.action}\t"
@@ -477,10 +488,10 @@ def jobs_retry(
     with _database(database_url).sessions.begin() as session:
         tenant_id = _tenant_id(session, tenant)
         if job_id is not None:
-            job = outbox.retry_job(session, tenant_id=tenant_id, job_id=job_id)
+            job = operator.retry_job(session, tenant_id=tenant_id, job_id=job_id)
             typer.echo(f"job {job.id} is pending again")
             return
-        count = outbox.retry_jobs(session, outbox.JobFilter(tenant_id, state, entity))
+        count = operator.retry_jobs(session, operator.JobFilter(tenant_id, state, entity))
         typer.echo(f"{count} job(s) pending again")
 
 
@@ -488,7 +499,7 @@ def jobs_retry(
 def jobs_confirm_held(tenant: TenantOption = None, database_url: DatabaseUrl = None) -> None:
     """Let the removals the mass-change guard holds go ahead (check `jobs list --state held`)."""
     with _database(database_url).sessions.begin() as session:
-        count = outbox.confirm_held(session, tenant_id=_tenant_id(session, tenant))
+        count = operator.confirm_held(session, tenant_id=_tenant_id(session, tenant))
     typer.echo(f"{count} held job(s) confirmed")
 
 
@@ -509,14 +520,15 @@ def status(database_url: DatabaseUrl = None) -> None:
     """Delivery per tenant and entity: jobs by state, queue depth, oldest waiting job."""
     with _database(database_url).sessions() as session:
         slugs = {tenant.id: tenant.slug for tenant in tenants.list_all(session)}
-        rows = outbox.status(session)
+        rows = operator.status(session)
     if not rows:
         typer.echo("no delivery jobs yet")
     for row in rows:
         jobs = ", ".join(f"{k}={v}" for k, v in row["jobs"].items() if v)
         age = row["oldest_pending_seconds"]
         typer.echo(
-            f"{slugs.get(row['tenant_id'])}\t{row['entity']}\tqueue={row['queue_depth']}\t"
+            f"{slugs.get(row['tenant_id'], 'all')}\t{row['entity'] or row['kind']}\t"
+            f"queue={row['queue_depth']}\t"
             f"oldest={'-' if age is None else f'{age:.0f}s'}\t{jobs}"
             + (f"\tPAUSED: {row['paused']}" if row["paused"] else "")
         )
@@ -614,7 +626,6 @@ def zoho_watch(
     import httpx
 
     from zoho_moodle_sync.entities import ENTITIES
-    from zoho_moodle_sync.webhook_processing import zoho_credentials
     from zoho_moodle_sync.zoho import ZohoClient
     from zoho_moodle_sync.zoho_tokens import token_store_for
 
@@ -622,7 +633,7 @@ def zoho_watch(
     db = Database.from_settings(settings)
     with db.sessions() as session:
         tenant = _tenant(session, slug)
-        zoho = zoho_credentials(tenant, settings)
+        zoho = tenants.zoho_credentials(tenant, settings)
         mapping = tenants.mapping_of(tenant.config)
         channel = (tenant.config.get("zoho_channel") or {}).get("channel_id")
     if zoho is None:

@@ -100,14 +100,6 @@ def finish(db: Database, row_id: int, *, status_code: int, body: bytes) -> None:
         row.body = body
 
 
-def forget_expired(db: Database) -> int:
-    with db.sessions.begin() as session:
-        result = session.execute(
-            delete(IdempotentRequest).where(IdempotentRequest.expires_at <= utcnow())
-        )
-        return int(getattr(result, "rowcount", 0) or 0)
-
-
 def release(db: Database, *, tenant_id: int, key: str) -> None:
     """Forget a key now (a body-derived webhook key once its event is completed)."""
     with db.sessions.begin() as session:

@@ -12,20 +12,23 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from zoho_moodle_sync import outbox, parser, service, tenants
+from zoho_moodle_sync import idempotency, parser, service, tenants
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
 from zoho_moodle_sync.errors import NotFound, RequestRejected
+from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.mapper import map_record
 from zoho_moodle_sync.service import Outcome, RecordResult
 from zoho_moodle_sync.tenants import TenantContext
+from zoho_moodle_sync.webhooks import WebhookEvent, parse_notification, read_body, read_workflow
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +242,10 @@ def delete_records(
         zoho_ids=zoho_ids,
         event_id=event_id,
     )
-    outbox.enqueue(
+    _enqueue_delivery(
         session,
-        tenant_id=tenant.id,
-        entity=entity.key,
+        tenant=tenant,
+        entity=entity,
         zoho_ids=[r.zoho_id for r in results if r.zoho_id and r.outcome is Outcome.DELETED],
         action="remove",
     )
@@ -271,16 +274,31 @@ def process_records(
     batch = service.apply_batch(
         session=session, tenant_id=tenant.id, mapping=mapping, items=items, event_id=event_id
     )
-    outbox.enqueue(
+    _enqueue_delivery(
         session,
-        tenant_id=tenant.id,
-        entity=entity.key,
+        tenant=tenant,
+        entity=entity,
         zoho_ids=[r.zoho_id for r in batch.results if r.zoho_id and r.outcome in _DELIVERED],
     )
     freed = service.release_parked(
         session=session, tenant_id=tenant.id, entity=entity.key, stored_ids=batch.stored_ids
     )
     return batch.results, _run_released(session, tenant, freed, event_id)
+
+
+def _enqueue_delivery(
+    session: Session,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    zoho_ids: list[str],
+    action: str = "sync",
+) -> None:
+    """Queue the Moodle side of changed records, for entities that have one."""
+    if zoho_ids:
+        queue.enqueue_delivery(
+            session, tenant_id=tenant.id, entity=entity.key, zoho_ids=zoho_ids, action=action
+        )
 
 
 def _run_released(
@@ -356,14 +374,17 @@ def replay(db: Database, event_id: int, *, max_records: int) -> SyncReport:
     )
 
 
-def copy_webhook_for_replay(db: Database, event_id: int) -> int:
-    """A stored webhook event copied as a new accepted event, for the webhook path to
-    complete (fetching its records from Zoho again)."""
+def replay_webhook(db: Database, event_id: int) -> int:
+    """A stored webhook event copied as a new accepted event, with the job that completes it
+    (fetching its records from Zoho again)."""
     with db.sessions.begin() as session:
         original = _replayable(session, event_id)
         if original.source != "webhook":
             raise NotFound(f"inbound event {event_id} is not a webhook")
-        return _copy(session, original, source="webhook", status="accepted").id
+        copy = _copy(session, original, source="webhook", status="accepted")
+        assert copy.tenant_id is not None
+        queue.enqueue_webhook(session, tenant_id=copy.tenant_id, event_id=copy.id)
+        return copy.id
 
 
 def is_webhook(db: Database, event_id: int) -> bool:
@@ -419,14 +440,89 @@ def list_events(
     return list(session.scalars(query))
 
 
-def mark_accepted(db: Database, event_id: int, tenant_id: int, entity: str) -> None:
-    """A webhook event checked and answered 202; its records are completed afterwards."""
+@dataclass(frozen=True)
+class AcceptedEvent:
+    """A webhook event answered 202, as its completion job reads it back."""
+
+    event_id: int
+    tenant: TenantContext
+    entity: EntitySpec
+    event: WebhookEvent
+    repeat_key: str | None
+    """The body-derived key that made identical webhooks arriving meanwhile duplicates, when it
+    is to be released once the event is completed: the same id-only body later (every edit of a
+    record sends the same body) is a new change that must be fetched."""
+
+
+def repeat_key(
+    method: str, route: str, query: Mapping[str, str], body: bytes, idempotency_key: str | None
+) -> tuple[str, str]:
+    """The key repeats of a request share (the caller's Idempotency-Key, else one derived from
+    the request as it is stored), and the request's fingerprint: its query counts
+    (`?operation=delete` makes another request of the same body), its credentials do not."""
+    stored_query = {k: v for k, v in redact_query(query).items() if k != "token"}
+    fingerprint = idempotency.request_digest(
+        method, f"{_clean(route, 300)}?{urlencode(sorted(stored_query.items()))}", body
+    )
+    return idempotency_key or f"webhook-body:{fingerprint}", fingerprint
+
+
+def accept_webhook(db: Database, *, event_id: int, tenant_id: int, entity: str) -> None:
+    """A webhook event checked and answered 202: marked accepted, and the job that completes it
+    queued, in one transaction."""
     with db.sessions.begin() as session:
         session.execute(
             update(InboundEvent)
             .where(InboundEvent.id == event_id)
             .values(status="accepted", http_status=202, tenant_id=tenant_id, entity=entity)
         )
+        queue.enqueue_webhook(session, tenant_id=tenant_id, event_id=event_id)
+
+
+def accepted_webhook(session: Session, event_id: int) -> AcceptedEvent | None:
+    """Rebuild an accepted webhook event from what was stored of it; None when it names no
+    entity of its tenant (or is gone)."""
+    row = session.get(InboundEvent, event_id)
+    if row is None or row.tenant_id is None or row.entity is None:
+        return None
+    tenant = tenants.context_of(session.get_one(Tenant, row.tenant_id))
+    if row.route.endswith("/notifications"):
+        event = parse_notification(read_body(row.body, row.content_type))
+    else:
+        module = row.route.rstrip("/").split("/v1/webhooks/zoho", 1)[1].strip("/") or None
+        query = {k: v for k, v in row.query.items() if k != "token"}
+        event = read_workflow(row.body, row.content_type, module=module, query=query)
+    entity = tenant.mapping.entity_for_module(event.module)
+    if entity is None:
+        return None
+    key = None
+    if not event.records and "idempotency-key" not in row.headers:
+        key, _ = repeat_key(row.method, row.route, row.query, row.body, None)
+    return AcceptedEvent(event_id, tenant, entity, event, key)
+
+
+def complete_webhook(
+    db: Database, accepted: AcceptedEvent, records: list[dict[str, Any]], gone: list[str]
+) -> SyncReport:
+    """Store an accepted event's records and mark the gone ones deleted, in one transaction,
+    and release its repeat key."""
+    tenant, entity, event_id = accepted.tenant, accepted.entity, accepted.event_id
+    with db.sessions.begin() as session:
+        results: list[RecordResult] = []
+        released: list[RecordResult] = []
+        if records:
+            results, released = process_records(
+                session, tenant=tenant, entity=entity, raw_records=records, event_id=event_id
+            )
+        if gone:
+            results += delete_records(
+                session, tenant=tenant, entity=entity, zoho_ids=gone, event_id=event_id
+            )
+        report = SyncReport(event_id, entity.key, results, released)
+        finish(session, event_id, report, http_status=202)
+    if accepted.repeat_key is not None:
+        idempotency.release(db, tenant_id=tenant.id, key=accepted.repeat_key)
+    return report
 
 
 def mark_duplicate(db: Database, event_id: int) -> None:

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch_records: int = Field(default=1000, ge=1, le=100_000)
     parked_sweep_seconds: float = Field(default=30.0, ge=0)
+    retention_days: float = Field(default=90.0, ge=0)
 
     secret_key: SecretStr = SecretStr("")
     webhook_secret: SecretStr = SecretStr("")

@@ -10,13 +10,14 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zoho_moodle_sync import outbox
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.errors import ConfigurationError, NotFound
+from zoho_moodle_sync.jobs import operator
 from zoho_moodle_sync.mapping import FieldMapping
 from zoho_moodle_sync.projection import DeliveryPolicy, enrolment_dates_changed
 from zoho_moodle_sync.sealing import seal, unseal
 from zoho_moodle_sync.settings import Settings
+from zoho_moodle_sync.zoho import ZohoCredentials
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -120,6 +121,28 @@ def set_moodle(
     session.flush()
 
 
+def zoho_credentials(tenant: Tenant, settings: Settings) -> ZohoCredentials | None:
+    """The tenant's Zoho API client, from its stored configuration or, for the default tenant,
+    from the ZOHO_* settings; None while not configured."""
+    stored = tenant.config.get("zoho") or {}
+    if stored.get("client_id"):
+        return ZohoCredentials(
+            client_id=stored["client_id"],
+            client_secret=unseal(stored["client_secret"], settings.secret_key),
+            refresh_token=unseal(stored["refresh_token"], settings.secret_key),
+            data_centre=stored.get("data_centre", "us"),
+        )
+    if tenant.slug == settings.default_tenant and settings.zoho_client_id:
+        return ZohoCredentials(
+            client_id=settings.zoho_client_id,
+            client_secret=settings.zoho_client_secret,
+            refresh_token=settings.zoho_refresh_token,
+            data_centre=settings.zoho_data_centre,
+            accounts_url=settings.zoho_accounts_url or None,
+        )
+    return None
+
+
 def delivery_policy(tenant: Tenant) -> DeliveryPolicy:
     try:
         return DeliveryPolicy.model_validate(tenant.config.get("delivery") or {})
@@ -155,5 +178,5 @@ def set_delivery_policy(session: Session, tenant: Tenant, policy: dict[str, Any]
     session.flush()
     requeued = 0
     if before is None or enrolment_dates_changed(before, parsed):
-        requeued = outbox.requeue_delivered(session, tenant_id=tenant.id, entity="enrollments")
+        requeued = operator.requeue_delivered(session, tenant_id=tenant.id, entity="enrollments")
     return PolicyChange(parsed, requeued)

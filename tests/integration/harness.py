@@ -24,6 +24,7 @@ from tests.factories import (
     zoho_datetime,
 )
 from zoho_moodle_sync import ingress, records
+from zoho_moodle_sync.db.jobs import Job
 from zoho_moodle_sync.db.models import (
     ENTITY_TABLES,
     InboundEvent,
@@ -31,7 +32,6 @@ from zoho_moodle_sync.db.models import (
     ParkedWait,
     RecordOutcome,
 )
-from zoho_moodle_sync.db.outbox import MoodleJob
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY
 from zoho_moodle_sync.ingress import InboundRequest, SyncReport
@@ -206,14 +206,14 @@ def jobs(db: Database, tenant: TenantContext) -> list[tuple[Any, ...]]:
     with db.sessions() as session:
         rows = session.execute(
             select(
-                MoodleJob.entity,
-                MoodleJob.zoho_id,
-                MoodleJob.action,
-                MoodleJob.state,
-                MoodleJob.updated_at,
+                Job.entity,
+                Job.zoho_id,
+                Job.action,
+                Job.state,
+                Job.updated_at,
             )
-            .where(MoodleJob.tenant_id == tenant.id)
-            .order_by(MoodleJob.id)
+            .where(Job.tenant_id == tenant.id)
+            .order_by(Job.id)
         )
         return [tuple(row) for row in rows]
 

@@ -17,8 +17,8 @@ from sqlalchemy import Engine, create_engine, inspect, make_url, text
 
 from tests.factories import StudentRecordFactory
 from zoho_moodle_sync import ingress
+from zoho_moodle_sync.db import jobs as _job_tables  # noqa: F401  (registers its tables)
 from zoho_moodle_sync.db import migrate
-from zoho_moodle_sync.db import outbox as _outbox_tables  # noqa: F401  (registers its tables)
 from zoho_moodle_sync.db.base import Base
 from zoho_moodle_sync.db.session import Database, make_engine
 from zoho_moodle_sync.entities import ENTITY_BY_KEY

@@ -8,7 +8,6 @@ moving times in the database.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -16,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -24,7 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from starlette.types import ASGIApp
 
-from tests.conftest import AUTH, sync
+from tests.conftest import AUTH, WorkingClient, sync
 from tests.factories import (
     CLASSES,
     ENROLLMENTS,
@@ -102,14 +100,14 @@ def zoho_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def zoho_client(zoho_settings: Settings, db: Database, fake_zoho: FakeZoho) -> Iterator[TestClient]:
+def zoho_client(
+    zoho_settings: Settings, db: Database, fake_zoho: FakeZoho
+) -> Iterator[WorkingClient]:
     """The app with Zoho credentials, its Zoho calls answered by the fake Zoho."""
     app = create_app(zoho_settings, db)
-    http = httpx.AsyncClient(transport=fake_zoho.transport())
-    app.state.zoho_http = http
-    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as test_client:
+    with WorkingClient(app, raise_server_exceptions=False, headers=AUTH) as test_client:
+        test_client.zoho_transport = fake_zoho.transport()
         yield test_client
-    asyncio.run(http.aclose())
 
 
 def store_prerequisites(client: TestClient, college: dict[str, list[Record]]) -> None:

@@ -42,8 +42,8 @@ from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.api.app import create_app
 from zoho_moodle_sync.cli import app as cli_app
 from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.jobs import Job
 from zoho_moodle_sync.db.models import InboundEvent
-from zoho_moodle_sync.db.outbox import MoodleJob
 from zoho_moodle_sync.db.security import TenantCredential
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings, get_settings
@@ -218,7 +218,7 @@ def test_x_tenant_id_naming_another_tenant_is_forbidden_without_saying_whether_i
         assert "ghost" not in response.text
     assert agreeing.status_code == 200
     with db.sessions() as session:
-        assert session.scalar(select(MoodleJob.id)) is None, "a refused sync stored something"
+        assert session.scalar(select(Job.id)) is None, "a refused sync stored something"
 
 
 def test_tenants_holding_the_same_zoho_id_never_read_or_write_each_others_record(
@@ -265,7 +265,7 @@ def test_a_tenant_lists_and_retries_only_its_own_jobs(client: TestClient, db: Da
     sync(client, "teachers", [teacher])
     sync(client, "teachers", [teacher], headers=beta)
     with db.sessions.begin() as session:
-        session.execute(update(MoodleJob).values(state="dead"))
+        session.execute(update(Job).values(state="dead"))
 
     ours = client.get("/v1/jobs").json()["jobs"]
     theirs = client.get("/v1/jobs", headers=beta).json()["jobs"]

@@ -329,7 +329,9 @@ def test_an_id_only_webhook_after_an_edit_in_zoho_stores_the_edit(
 
 @pytest.fixture
 def server(settings: Settings, db: Database) -> Iterator[str]:
-    with serving(create_app(settings, db)) as base_url:
+    """The service over HTTP with its worker in the same process, as the embedded install."""
+    working = settings.model_copy(update={"run_worker": True, "worker_poll_seconds": 0.05})
+    with serving(create_app(working, db)) as base_url:
         yield base_url
 
 

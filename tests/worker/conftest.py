@@ -44,7 +44,7 @@ from tests.factories import (
 from tests.fakes.moodle import DEFAULT_SITE_URL, DEFAULT_TOKEN, FakeCall, FakeMoodle, FakeUser
 from zoho_moodle_sync import tenants
 from zoho_moodle_sync.db.base import Base, utcnow
-from zoho_moodle_sync.db.outbox import DeliveryPause, MoodleJob, MoodleLink
+from zoho_moodle_sync.db.jobs import DeliveryPause, Job, MoodleLink
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import TenantContext
@@ -184,16 +184,16 @@ class MoodleSync:
 
     # ---- the database -------------------------------------------------------------------
 
-    def jobs(self, entity: str | None = None, zoho_id: str | None = None) -> list[MoodleJob]:
-        query = select(MoodleJob).where(MoodleJob.tenant_id == self.tenant.id)
+    def jobs(self, entity: str | None = None, zoho_id: str | None = None) -> list[Job]:
+        query = select(Job).where(Job.tenant_id == self.tenant.id, Job.kind == "deliver")
         if entity is not None:
-            query = query.where(MoodleJob.entity == entity)
+            query = query.where(Job.entity == entity)
         if zoho_id is not None:
-            query = query.where(MoodleJob.zoho_id == zoho_id)
+            query = query.where(Job.zoho_id == zoho_id)
         with self.db.sessions() as session:
-            return list(session.scalars(query.order_by(MoodleJob.id)))
+            return list(session.scalars(query.order_by(Job.id)))
 
-    def job(self, entity: str, zoho_id: str) -> MoodleJob:
+    def job(self, entity: str, zoho_id: str) -> Job:
         """The record's latest job."""
         jobs = self.jobs(entity, zoho_id)
         assert jobs, f"no job for {entity} {zoho_id}"
@@ -222,28 +222,26 @@ class MoodleSync:
 
     def make_due(self, entity: str | None = None) -> None:
         """Pending and waiting jobs become due now, as if their backoff or wait had passed."""
-        condition = [MoodleJob.state.in_(("pending", "waiting"))]
+        condition = [Job.state.in_(("pending", "waiting"))]
         if entity is not None:
-            condition.append(MoodleJob.entity == entity)
+            condition.append(Job.entity == entity)
         with self.db.sessions.begin() as session:
-            session.execute(update(MoodleJob).where(*condition).values(due_at=utcnow()))
+            session.execute(update(Job).where(*condition).values(due_at=utcnow()))
 
     def postpone(self, entity: str) -> None:
         """The entity's pending jobs become due only in an hour (a backoff in progress)."""
         later = utcnow() + timedelta(hours=1)
         with self.db.sessions.begin() as session:
             session.execute(
-                update(MoodleJob)
-                .where(MoodleJob.entity == entity, MoodleJob.state == "pending")
-                .values(due_at=later)
+                update(Job).where(Job.entity == entity, Job.state == "pending").values(due_at=later)
             )
 
     def expire_leases(self) -> int:
         """Running jobs' leases run out, as when their worker died."""
         with self.db.sessions.begin() as session:
             result = session.execute(
-                update(MoodleJob)
-                .where(MoodleJob.state == "running")
+                update(Job)
+                .where(Job.state == "running")
                 .values(lease_until=utcnow() - timedelta(seconds=1))
             )
             return int(getattr(result, "rowcount", 0) or 0)

@@ -12,7 +12,8 @@ import httpx
 from tests.factories import StudentRecordFactory
 from tests.fakes.moodle import FakeMoodle
 from tests.worker.conftest import MoodleSync, created_items, moodle_settings, people
-from zoho_moodle_sync.worker import claims
+from zoho_moodle_sync.db.jobs import JobKind
+from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.worker.runner import Worker
 
 
@@ -58,8 +59,9 @@ class LeasesRunOut(httpx.AsyncBaseTransport):
         function = request.url.params.get("wsfunction")
         if function == "core_user_create_users" and not self.taken_over:
             self.moodle_sync.expire_leases()
-            taken = claims.claim(
+            taken = queue.claim(
                 self.moodle_sync.db,
+                kind=JobKind.DELIVER,
                 tenant_id=self.moodle_sync.tenant.id,
                 worker_id="second-worker",
                 limit=1000,

@@ -31,7 +31,7 @@ from tests.worker.conftest import (
     person,
     write_calls,
 )
-from zoho_moodle_sync import outbox
+from zoho_moodle_sync.jobs import queue
 
 SUSPENDED_STATUSES = ("Withdraw", "Blocked", "Freezed")
 INVALID_IN_SAMPLE = {("students", "5725767141565000044")}  # neither Email nor Academic_Email
@@ -191,7 +191,7 @@ def test_delivering_again_makes_no_write_call(
     # all of it, so nothing is written.
     with moodle_sync.db.sessions.begin() as session:
         for module, records in college.items():
-            outbox.enqueue(
+            queue.enqueue_delivery(
                 session,
                 tenant_id=moodle_sync.tenant.id,
                 entity=ENTITY_OF_MODULE[module],

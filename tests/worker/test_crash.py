@@ -23,7 +23,7 @@ from tests.worker.conftest import (
     person,
     post_all,
 )
-from zoho_moodle_sync.worker import claims
+from zoho_moodle_sync.jobs import queue
 
 
 class WorkerKilled(Exception):
@@ -59,7 +59,7 @@ def test_a_crash_before_the_outcome_is_committed_is_delivered_again_without_dupl
 ) -> None:
     world = one_class(students=4)
     post_all(moodle_sync, world.by_entity())
-    real_settle = claims.settle
+    real_settle = queue.settle
     crashes = [entity]
 
     def settle_or_die(db: Any, **batch: Any) -> None:
@@ -68,7 +68,7 @@ def test_a_crash_before_the_outcome_is_committed_is_delivered_again_without_dupl
             raise WorkerKilled(f"killed before committing the {entity} batch")
         real_settle(db, **batch)
 
-    monkeypatch.setattr(claims, "settle", settle_or_die)
+    monkeypatch.setattr(queue, "settle", settle_or_die)
 
     with pytest.raises(WorkerKilled):
         moodle_sync.drain(fake_moodle)

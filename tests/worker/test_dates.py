@@ -36,7 +36,7 @@ from tests.worker.conftest import (
     person,
     post_all,
 )
-from zoho_moodle_sync import outbox
+from zoho_moodle_sync.jobs import operator
 from zoho_moodle_sync.moodle import MoodleClient
 
 INVERTED_CLASS = "5725767141565000048"
@@ -241,7 +241,7 @@ def test_zoho_dates_that_would_end_many_students_access_wait_for_confirmation(
     assert students <= active_students(fake_moodle, course)
 
     with moodle_sync.db.sessions.begin() as session:
-        assert outbox.confirm_held(session, tenant_id=moodle_sync.tenant.id) == 12
+        assert operator.confirm_held(session, tenant_id=moodle_sync.tenant.id) == 12
     moodle_sync.drain(fake_moodle)
 
     assert not students & active_students(fake_moodle, course)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tests.fakes.moodle import FakeMoodle
 from tests.worker.conftest import MoodleSync, modified, one_class, person, post_all
-from zoho_moodle_sync import outbox
+from zoho_moodle_sync.jobs import operator
 
 
 def test_removing_many_enrolments_at_once_waits_for_confirmation(
@@ -45,7 +45,7 @@ def test_removing_many_enrolments_at_once_waits_for_confirmation(
     assert moodle_sync.drain(fake_moodle) == 0
 
     with moodle_sync.db.sessions.begin() as session:
-        assert outbox.confirm_held(session, tenant_id=moodle_sync.tenant.id) == 15
+        assert operator.confirm_held(session, tenant_id=moodle_sync.tenant.id) == 15
     moodle_sync.drain(fake_moodle)
 
     assert suspended() == {person(fake_moodle, s["id"]).id for s in world.students[:16]}
@@ -68,7 +68,7 @@ def test_withdrawing_many_students_at_once_waits_for_confirmation(
     assert moodle_sync.states("students") == {"done": 20, "held": 12}
 
     with moodle_sync.db.sessions.begin() as session:
-        outbox.confirm_held(session, tenant_id=moodle_sync.tenant.id)
+        operator.confirm_held(session, tenant_id=moodle_sync.tenant.id)
     moodle_sync.drain(fake_moodle)
 
     assert [person(fake_moodle, s["id"]).suspended for s in world.students] == [True] * 12 + [

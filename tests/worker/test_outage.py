@@ -21,8 +21,8 @@ from tests.worker.conftest import (
     person,
     post_all,
 )
-from zoho_moodle_sync import outbox
 from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.jobs import operator
 from zoho_moodle_sync.worker.delivery import Batch, TenantDelivery
 
 
@@ -100,7 +100,7 @@ def test_a_job_that_keeps_failing_ends_dead_with_the_last_error_and_can_be_retri
     assert people(fake_moodle) == []
 
     with moodle_sync.db.sessions.begin() as session:
-        outbox.retry_job(session, tenant_id=moodle_sync.tenant.id, job_id=job.id)
+        operator.retry_job(session, tenant_id=moodle_sync.tenant.id, job_id=job.id)
     moodle_sync.drain(fake_moodle, settings=settings)
 
     assert person(fake_moodle, student["id"]).username == student["Name"].lower()

@@ -1,4 +1,5 @@
-"""The FastAPI application: wiring of settings, database, routes and background upkeep."""
+"""The FastAPI application: wiring of settings, database and routes (and, for the embedded
+SQLite install, the worker in the same process)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
-import httpx
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import __version__, credentials, ingress, tenants, webhook_processing
+from zoho_moodle_sync import __version__, credentials, tenants
 from zoho_moodle_sync.api.responses import install_error_handlers
 from zoho_moodle_sync.api.routes import health, jobs, metrics, records, sync, webhooks
 from zoho_moodle_sync.db import migrate
@@ -44,27 +43,6 @@ def prepare_database(db: Database, settings: Settings) -> None:
             )
 
 
-async def _sweep_forever(app: FastAPI, db: Database, settings: Settings) -> None:
-    """Safety nets behind the immediate paths: parked records whose dependency arrived in a
-    concurrent request, and accepted webhooks a stopped process did not complete."""
-    while True:
-        await asyncio.sleep(settings.parked_sweep_seconds)
-        try:
-            released = await run_in_threadpool(ingress.sweep_all_tenants, db)
-            if released:
-                log.info("parked-record sweep released %d record(s)", released)
-            completed = await webhook_processing.complete_stale(
-                db,
-                settings,
-                older_than=timedelta(seconds=max(60.0, settings.parked_sweep_seconds)),
-                http=app.state.zoho_http,
-            )
-            if completed:
-                log.info("completed %d webhook event(s) left behind", completed)
-        except Exception:
-            log.exception("background sweep failed; will try again")
-
-
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -73,27 +51,16 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         database = db or Database.from_settings(settings)
         await run_in_threadpool(prepare_database, database, settings)
         app.state.db = database
-        own_http = getattr(app.state, "zoho_http", None) is None
-        if own_http:
-            app.state.zoho_http = httpx.AsyncClient(timeout=30)
-        sweeper = None
-        if settings.parked_sweep_seconds > 0:
-            sweeper = asyncio.create_task(_sweep_forever(app, database, settings))
+        # The API answers requests only; background work is the queue's. The embedded install
+        # (SQLite, one process owns the file) runs its worker here.
         worker = Worker(database, settings) if settings.worker_in_process else None
-        delivering = asyncio.create_task(worker.run()) if worker is not None else None
+        working = asyncio.create_task(worker.run()) if worker is not None else None
         try:
             yield
         finally:
-            if worker is not None and delivering is not None:
+            if worker is not None and working is not None:
                 worker.stop()  # finishes the batch in flight, hands back the rest
-                await delivering
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
-            if own_http:
-                await app.state.zoho_http.aclose()
-                app.state.zoho_http = None
+                await working
             if db is None:
                 database.dispose()
 

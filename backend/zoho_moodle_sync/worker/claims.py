@@ -1,23 +1,23 @@
-"""The worker's database side: claim due jobs, read what they need, and settle them (job states,
-Moodle links, the call log) in one transaction per delivered batch."""
+"""Delivery's database side: read what claimed delivery jobs need (records, links, owners, the
+guard's counts), and what a delivered batch writes beside its verdicts (links, calls, wake-ups),
+in the queue's settling transaction."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.jobs import DeliveryPause, JobKind, JobState, MoodleCall, MoodleLink
+from zoho_moodle_sync.db.jobs import Job as JobRow
 from zoho_moodle_sync.db.models import ENTITY_TABLES
-from zoho_moodle_sync.db.outbox import OPEN_STATES, DeliveryPause, MoodleCall, MoodleJob, MoodleLink
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.outbox import due_condition, enqueue
-from zoho_moodle_sync.settings import Settings
+from zoho_moodle_sync.jobs.queue import RELEASE, Claimed, SettleHook, Verdict, enqueue_delivery
 
 PREREQUISITE_ENTITIES = frozenset({"programs", "teachers", "students", "classes"})
 """Entities whose delivery can let a waiting job go on."""
@@ -25,12 +25,26 @@ PREREQUISITE_ENTITIES = frozenset({"programs", "teachers", "students", "classes"
 
 @dataclass(frozen=True)
 class Job:
+    """A claimed delivery job: make Moodle reflect one record, or remove it there."""
+
     id: int
     entity: str
     zoho_id: str
     action: str
     attempts: int
     confirmed: bool
+
+    @classmethod
+    def of(cls, claimed: Claimed) -> Job:
+        entity, zoho_id = claimed.record
+        return cls(
+            claimed.id,
+            entity,
+            zoho_id,
+            claimed.action or "sync",
+            claimed.attempts,
+            claimed.confirmed,
+        )
 
 
 @dataclass(frozen=True)
@@ -46,17 +60,6 @@ class Link:
     state: str
     detail: dict[str, Any]
     fingerprint: str | None
-
-
-VerdictKind = Literal["done", "wait", "retry", "relink", "dead", "hold", "release", "superseded"]
-_REOPENING = ("wait", "retry", "relink", "hold", "release")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    kind: VerdictKind
-    reason: str | None = None
-    errorcode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,78 +93,9 @@ class Settlement:
     links: list[LinkWrite] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
 
-
-def claim(
-    db: Database, *, tenant_id: int, worker_id: str, limit: int, lease_seconds: float
-) -> list[Job]:
-    """Take up to `limit` due jobs of a tenant, oldest first. On PostgreSQL rows another worker
-    is claiming are skipped (`FOR UPDATE SKIP LOCKED`); SQLite has one writer at a time."""
-    now = utcnow()
-    with db.sessions.begin() as session:
-        query = (
-            select(MoodleJob)
-            .where(MoodleJob.tenant_id == tenant_id, due_condition(now))
-            .order_by(MoodleJob.id)
-            .limit(limit)
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        jobs = list(session.scalars(query))
-        busy = _records_running_elsewhere(session, tenant_id, jobs, now)
-        claimed = []
-        for job in jobs:
-            if (job.entity, job.zoho_id) in busy:
-                continue
-            job.state = "running"
-            job.claimed_by = worker_id
-            job.lease_until = now + timedelta(seconds=lease_seconds)
-            job.updated_at = now
-            claimed.append(
-                Job(job.id, job.entity, job.zoho_id, job.action, job.attempts, job.confirmed)
-            )
-        return claimed
-
-
-def renew(db: Database, *, worker_id: str, jobs: Sequence[Job], lease_seconds: float) -> list[Job]:
-    """Extend the lease on the jobs of a claim this worker still holds, before delivering
-    them. A job whose lease ran out meanwhile (a slow Moodle) may belong to another worker now,
-    which delivers it; this worker leaves it alone."""
-    if not jobs:
-        return []
-    lease_until = utcnow() + timedelta(seconds=lease_seconds)
-    with db.sessions.begin() as session:
-        held = set(
-            session.scalars(
-                update(MoodleJob)
-                .where(
-                    MoodleJob.id.in_([job.id for job in jobs]),
-                    MoodleJob.claimed_by == worker_id,
-                    MoodleJob.state == "running",
-                )
-                .values(lease_until=lease_until)
-                .returning(MoodleJob.id)
-            )
-        )
-    return [job for job in jobs if job.id in held]
-
-
-def _records_running_elsewhere(
-    session: Session, tenant_id: int, jobs: Sequence[MoodleJob], now: datetime
-) -> set[tuple[str, str]]:
-    """Records of `jobs` that another live job is being delivered for: per-record order."""
-    if not jobs:
-        return set()
-    ids = [job.id for job in jobs]
-    rows = session.execute(
-        select(MoodleJob.entity, MoodleJob.zoho_id).where(
-            MoodleJob.tenant_id == tenant_id,
-            MoodleJob.state == "running",
-            MoodleJob.lease_until >= now,
-            MoodleJob.zoho_id.in_({job.zoho_id for job in jobs}),
-            MoodleJob.id.not_in(ids),
-        )
-    ).all()
-    return {(entity, zoho_id) for entity, zoho_id in rows}
+    def verdict(self, job: Job | Claimed) -> Verdict:
+        """A job the batch reached no verdict on goes back to the queue unchanged."""
+        return self.verdicts.get(job.id, RELEASE)
 
 
 def load_records(
@@ -238,47 +172,25 @@ def removed_links(session: Session, *, tenant_id: int, entity: str, since: datet
     )
 
 
-def settle(
-    db: Database,
-    *,
-    tenant_id: int,
-    worker_id: str,
-    jobs: Sequence[Job],
-    settlement: Settlement,
-    settings: Settings,
-) -> None:
-    """Write the batch's links, job states and calls in one transaction. Only jobs this
-    worker still holds are settled: one whose lease ran out and that another worker took is
-    that worker's to settle."""
-    now = utcnow()
-    with db.sessions.begin() as session:
-        jobs = _still_held(session, worker_id, jobs)
-        records = {(job.entity, job.zoho_id) for job in jobs}
+def settlement_hook(tenant_id: int, settlement: Settlement) -> SettleHook:
+    """What a delivered batch writes beside its jobs' verdicts: the Moodle links of the records
+    still held, the calls it made, and a wake-up for jobs waiting on a prerequisite it
+    delivered."""
+
+    def write(session: Session, held: list[Claimed]) -> None:
+        now = utcnow()
+        records = {job.record for job in held}
         links = [link for link in settlement.links if (link.entity, link.zoho_id) in records]
         _write_links(session, tenant_id, links, now)
-        reopened = [job for job in jobs if _kind(settlement, job) in _REOPENING]
-        newer = _records_with_open_job(session, tenant_id, reopened)
-        # Jobs whose new values are alike are written by one statement.
-        alike: dict[tuple[tuple[str, Any], ...], list[int]] = {}
-        for job in jobs:
-            verdict = settlement.verdicts.get(job.id, Verdict("release"))
-            if verdict.kind in _REOPENING and (job.entity, job.zoho_id) in newer:
-                # The record changed meanwhile and has its own job: that one carries on.
-                verdict = Verdict("superseded", "a newer job for this record is queued")
-            values = _settled_values(job, verdict, now, settings)
-            alike.setdefault(tuple(sorted(values.items())), []).append(job.id)
-        for columns, ids in alike.items():
-            session.execute(
-                update(MoodleJob)
-                .where(MoodleJob.id.in_(ids), MoodleJob.claimed_by == worker_id)
-                .values(**dict(columns))
-            )
-        done = [job for job in jobs if _kind(settlement, job) == "done"]
-        _supersede_dead(session, tenant_id, done, now)
+        done = [job for job in held if settlement.verdict(job).kind == "done"]
         if any(job.entity in PREREQUISITE_ENTITIES for job in done):
             session.execute(
-                update(MoodleJob)
-                .where(MoodleJob.tenant_id == tenant_id, MoodleJob.state == "waiting")
+                update(JobRow)
+                .where(
+                    JobRow.tenant_id == tenant_id,
+                    JobRow.kind == JobKind.DELIVER,
+                    JobRow.state == JobState.WAITING,
+                )
                 .values(due_at=now)
             )
         session.add_all(
@@ -296,112 +208,7 @@ def settle(
             for call in settlement.calls
         )
 
-
-def _still_held(session: Session, worker_id: str, jobs: Sequence[Job]) -> list[Job]:
-    """`jobs` this worker still holds, locked until the settlement commits (so no other
-    worker can claim them meanwhile)."""
-    if not jobs:
-        return []
-    query = select(MoodleJob.id).where(
-        MoodleJob.id.in_([job.id for job in jobs]),
-        MoodleJob.claimed_by == worker_id,
-        MoodleJob.state == "running",
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    held = set(session.scalars(query))
-    return [job for job in jobs if job.id in held]
-
-
-def _kind(settlement: Settlement, job: Job) -> VerdictKind:
-    """A job the batch reached no verdict on goes back to the queue unchanged."""
-    return settlement.verdicts.get(job.id, Verdict("release")).kind
-
-
-def _settled_values(
-    job: Job, verdict: Verdict, now: datetime, settings: Settings
-) -> dict[str, Any]:
-    """The job's columns once the verdict is applied."""
-    values: dict[str, Any] = {"updated_at": now, "claimed_by": None, "lease_until": None}
-    if verdict.kind == "done":
-        values |= {"state": "done", "finished_at": now, "wait_reason": verdict.reason}
-    elif verdict.kind == "wait":
-        due = now + timedelta(seconds=settings.worker_wait_seconds)
-        values |= {"state": "waiting", "due_at": due, "wait_reason": verdict.reason}
-    elif verdict.kind == "superseded":
-        values |= {"state": "superseded", "finished_at": now, "wait_reason": verdict.reason}
-    elif verdict.kind == "hold":
-        values |= {"state": "held", "wait_reason": verdict.reason}
-    elif verdict.kind in ("relink", "release"):
-        values |= {"state": "pending", "due_at": now, "wait_reason": verdict.reason}
-    elif verdict.kind == "retry":
-        attempts = job.attempts + 1
-        values |= {"attempts": attempts, "last_errorcode": verdict.errorcode}
-        values["last_error"] = verdict.reason
-        if attempts >= settings.worker_max_attempts:
-            values |= {"state": "dead", "finished_at": now}
-            values["last_error"] = f"gave up after {attempts} attempts: {verdict.reason}"
-        else:
-            values |= {"state": "pending", "due_at": now + backoff(attempts, settings)}
-    else:
-        values |= {
-            "state": "dead",
-            "finished_at": now,
-            "attempts": job.attempts + 1,
-            "last_errorcode": verdict.errorcode,
-            "last_error": verdict.reason,
-        }
-    return values
-
-
-def backoff(attempts: int, settings: Settings) -> timedelta:
-    """Exponential with full jitter in its upper half: 5 s, 10 s, 20 s ... capped."""
-    ceiling = min(
-        settings.worker_backoff_max_seconds, settings.worker_backoff_seconds * 2 ** (attempts - 1)
-    )
-    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 (not a secret)
-
-
-def _records_with_open_job(
-    session: Session, tenant_id: int, jobs: Sequence[Job]
-) -> set[tuple[str, str]]:
-    """Records for which a newer change queued another job while these ran."""
-    if not jobs:
-        return set()
-    rows = session.execute(
-        select(MoodleJob.entity, MoodleJob.zoho_id).where(
-            MoodleJob.tenant_id == tenant_id,
-            MoodleJob.state.in_(OPEN_STATES),
-            MoodleJob.zoho_id.in_({job.zoho_id for job in jobs}),
-            MoodleJob.id.not_in([job.id for job in jobs]),
-        )
-    ).all()
-    return {(entity, zoho_id) for entity, zoho_id in rows}
-
-
-def _supersede_dead(session: Session, tenant_id: int, done: Sequence[Job], now: datetime) -> None:
-    """A record delivered now makes its earlier dead jobs history, not work."""
-    if not done:
-        return
-    delivered = {(job.entity, job.zoho_id): job.id for job in done}
-    dead = session.execute(
-        select(MoodleJob.id, MoodleJob.entity, MoodleJob.zoho_id).where(
-            MoodleJob.tenant_id == tenant_id,
-            MoodleJob.state == "dead",
-            MoodleJob.zoho_id.in_({job.zoho_id for job in done}),
-        )
-    ).all()
-    earlier = [
-        job_id
-        for job_id, entity, zoho_id in dead
-        if job_id < delivered.get((entity, zoho_id), job_id)
-    ]
-    if earlier:
-        session.execute(
-            update(MoodleJob)
-            .where(MoodleJob.id.in_(earlier))
-            .values(state="superseded", updated_at=now)
-        )
+    return write
 
 
 def _write_links(
@@ -487,7 +294,9 @@ def _requeue_dependents(
                 if (detail or {}).get(key) not in (None, new_ids.get(target))
             ]
             if stale:
-                enqueue(session, tenant_id=tenant_id, entity=dependent, zoho_ids=stale, now=now)
+                enqueue_delivery(
+                    session, tenant_id=tenant_id, entity=dependent, zoho_ids=stale, now=now
+                )
 
 
 def pause_of(db: Database, tenant_id: int) -> DeliveryPause | None:

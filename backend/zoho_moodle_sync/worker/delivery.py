@@ -24,6 +24,8 @@ from zoho_moodle_sync import projection
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.errors import MoodleAccessDenied, MoodleRejected, MoodleUnavailable
+from zoho_moodle_sync.jobs import queue
+from zoho_moodle_sync.jobs.queue import Verdict
 from zoho_moodle_sync.moodle import (
     CategoryCriterion,
     CategoryUpdate,
@@ -42,7 +44,7 @@ from zoho_moodle_sync.moodle import (
 from zoho_moodle_sync.projection import DeliveryPolicy, ProjectionError, UserShape
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.worker import claims
-from zoho_moodle_sync.worker.claims import CallRecord, Job, Link, LinkWrite, Settlement, Verdict
+from zoho_moodle_sync.worker.claims import CallRecord, Job, Link, LinkWrite, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +224,7 @@ class TenantDelivery:
             return
         worker_id = self.worker_id
         held = await asyncio.to_thread(
-            lambda: claims.renew(
+            lambda: queue.renew(
                 self.db,
                 worker_id=worker_id,
                 jobs=batch.jobs,

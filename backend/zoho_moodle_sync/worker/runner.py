@@ -1,10 +1,7 @@
-"""The delivery loop: per tenant, claim due jobs, deliver them entity by entity in batches, and
-commit each batch's outcome. Any number of workers may run against PostgreSQL; SQLite gets one,
-inside `serve`.
-
-Stopping (SIGTERM, or the end of `serve`) finishes the batch in flight and hands the rest of the
-claim back to the queue. A worker killed outright leaves its jobs claimed until their lease ends;
-then another worker delivers them again, which is safe because delivery is idempotent.
+"""The worker: one loop that runs every kind of background work from the queue. Each round it
+makes sure the periodic jobs are queued, completes accepted webhooks (which store records and
+queue their delivery), runs due upkeep, and delivers to Moodle. Any number of workers may run
+against PostgreSQL; SQLite gets one, inside `serve`.
 """
 
 from __future__ import annotations
@@ -13,32 +10,23 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 
 import httpx
 
-from zoho_moodle_sync import tenants
-from zoho_moodle_sync.db.base import utcnow
-from zoho_moodle_sync.db.models import Tenant
+from zoho_moodle_sync.db.jobs import JobKind
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.errors import ConfigurationError, MoodleAccessDenied, MoodleUnavailable
-from zoho_moodle_sync.moodle import MoodleClient
-from zoho_moodle_sync.projection import PROJECTED_ENTITIES
 from zoho_moodle_sync.settings import Settings
-from zoho_moodle_sync.worker import claims
-from zoho_moodle_sync.worker.claims import Job, Settlement, Verdict
-from zoho_moodle_sync.worker.delivery import Batch, LeaseLost, TenantDelivery, TenantPaused
+from zoho_moodle_sync.worker import completion, upkeep
+from zoho_moodle_sync.worker.deliveries import Deliveries
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class _TenantRow:
-    tenant: Tenant
-    connection: tenants.MoodleConnection
+SCHEDULE_SECONDS = 30.0
+"""How often a worker makes sure the periodic jobs are queued."""
 
 
 class Worker:
@@ -48,224 +36,88 @@ class Worker:
         settings: Settings,
         *,
         http: httpx.AsyncClient | None = None,
+        zoho_http: httpx.AsyncClient | None = None,
         worker_id: str | None = None,
+        kinds: Collection[JobKind] | None = None,
     ) -> None:
+        """`http` calls Moodle and `zoho_http` the Zoho API (each its own client by default);
+        `kinds` limits the worker to some kinds of job (all by default)."""
         self.db = db
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.kinds = frozenset(kinds) if kinds is not None else frozenset(JobKind)
         self._http = http
+        self._zoho_http = zoho_http
         self._stopping = asyncio.Event()
-        self._misconfigured: set[str] = set()
+        self._scheduled_at: float | None = None
+        self._deliveries = Deliveries(
+            db, settings, worker_id=self.worker_id, stopping=self._stopping
+        )
 
     def stop(self) -> None:
         """Finish the batch in flight, hand back the rest, and return from `run`."""
         self._stopping.set()
 
     async def run(self) -> None:
-        log.info("delivery worker %s started", self.worker_id)
-        async with self._client() as http:
+        log.info("worker %s started", self.worker_id)
+        async with self._clients() as (http, zoho_http):
             while not self._stopping.is_set():
                 try:
-                    delivered = await self._run_once(http)
-                except Exception:  # keep delivering other work after a defect; it is logged
-                    log.exception("delivery worker %s: unexpected error", self.worker_id)
-                    delivered = 0
-                if not delivered:
+                    done = await self._run_once(http, zoho_http)
+                except Exception:  # keep working on other jobs after a defect; it is logged
+                    log.exception("worker %s: unexpected error", self.worker_id)
+                    done = 0
+                if not done:
                     with suppress(TimeoutError):
                         await asyncio.wait_for(
                             self._stopping.wait(), timeout=self.settings.worker_poll_seconds
                         )
-        log.info("delivery worker %s stopped", self.worker_id)
+        log.info("worker %s stopped", self.worker_id)
 
     async def run_once(self) -> int:
-        """Deliver what is due now, once; returns how many jobs were settled."""
-        async with self._client() as http:
-            return await self._run_once(http)
+        """Run what is due now, once; returns how many jobs were settled."""
+        async with self._clients() as (http, zoho_http):
+            return await self._run_once(http, zoho_http)
 
     async def drain(self, *, max_rounds: int = 100) -> int:
         """Run until nothing is due (or `max_rounds`); for tests, backfills and benchmarks."""
         total = 0
-        async with self._client() as http:
+        async with self._clients() as (http, zoho_http):
             for _ in range(max_rounds):
-                settled = await self._run_once(http)
+                settled = await self._run_once(http, zoho_http)
                 total += settled
                 if not settled:
                     break
         return total
 
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self._http is not None:
-            yield self._http
+    async def _clients(self) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+        timeout = self.settings.moodle_timeout_seconds
+        async with (
+            httpx.AsyncClient(timeout=timeout) as own_moodle,
+            httpx.AsyncClient(timeout=30) as own_zoho,
+        ):
+            yield self._http or own_moodle, self._zoho_http or own_zoho
+
+    async def _run_once(self, http: httpx.AsyncClient, zoho_http: httpx.AsyncClient) -> int:
+        await self._schedule()
+        settled = 0
+        if JobKind.WEBHOOK in self.kinds and not self._stopping.is_set():
+            settled += await completion.complete_due(
+                self.db, self.settings, worker_id=self.worker_id, http=zoho_http
+            )
+        if self.kinds & set(upkeep.UPKEEP_KINDS) and not self._stopping.is_set():
+            settled += await upkeep.run_due(self.db, self.settings, worker_id=self.worker_id)
+        if JobKind.DELIVER in self.kinds and not self._stopping.is_set():
+            settled += await self._deliveries.run_due(http)
+        return settled
+
+    async def _schedule(self) -> None:
+        """Queue the periodic jobs, now and then (each is queued once, whoever does it)."""
+        if not self.kinds & set(upkeep.UPKEEP_KINDS):
             return
-        async with httpx.AsyncClient(timeout=self.settings.moodle_timeout_seconds) as http:
-            yield http
-
-    async def _run_once(self, http: httpx.AsyncClient) -> int:
-        settled = 0
-        for row in await asyncio.to_thread(self._tenants):
-            if self._stopping.is_set():
-                break
-            client = MoodleClient(
-                base_url=row.connection.base_url,
-                token=row.connection.token.get_secret_value(),
-                http=http,
-                timeout=self.settings.moodle_timeout_seconds,
-                max_input_vars=self.settings.moodle_max_input_vars,
-            )
-            if not await self._may_deliver(row.tenant, client):
-                continue
-            settled += await self._deliver_tenant(row.tenant, client)
-        return settled
-
-    def _tenants(self) -> list[_TenantRow]:
-        rows = []
-        with self.db.sessions() as session:
-            for tenant in tenants.list_all(session):
-                if tenant.disabled_at is not None:
-                    continue
-                try:
-                    connection = tenants.moodle_connection(tenant, self.settings)
-                except ConfigurationError as error:
-                    if tenant.slug not in self._misconfigured:
-                        log.error("tenant %s: Moodle is misconfigured: %s", tenant.slug, error)
-                        self._misconfigured.add(tenant.slug)
-                    continue
-                if connection is not None:
-                    rows.append(_TenantRow(tenant, connection))
-        return rows
-
-    async def _may_deliver(self, tenant: Tenant, client: MoodleClient) -> bool:
-        """False while the tenant is paused; a paused tenant is probed now and then, and
-        resumes by itself once its Moodle accepts the token again."""
-        pause = await asyncio.to_thread(claims.pause_of, self.db, tenant.id)
-        if pause is None:
-            return True
-        if pause.probe_at > utcnow():
-            return False
-        try:
-            await client.get_site_info()
-        except MoodleAccessDenied as error:
-            await self._pause(tenant, error)
-            return False
-        except MoodleUnavailable:
-            return False
-        await asyncio.to_thread(claims.resume, self.db, tenant_id=tenant.id)
-        log.warning("tenant %s: Moodle accepts the token again; delivery resumed", tenant.slug)
-        return True
-
-    async def _pause(self, tenant: Tenant, error: MoodleAccessDenied) -> None:
-        reason = f"{error.function}: {error.errorcode}: {error.message}"
-        await asyncio.to_thread(
-            lambda: claims.pause(
-                self.db,
-                tenant_id=tenant.id,
-                errorcode=error.errorcode,
-                reason=reason,
-                probe_seconds=self.settings.pause_probe_seconds,
-            )
-        )
-        log.error(
-            "tenant %s: delivery paused, Moodle refused access (%s). Fix the token or the "
-            "service user's capabilities; delivery resumes by itself within %g s",
-            tenant.slug,
-            reason,
-            self.settings.pause_probe_seconds,
-        )
-
-    async def _deliver_tenant(self, tenant: Tenant, client: MoodleClient) -> int:
-        jobs = await asyncio.to_thread(
-            lambda: claims.claim(
-                self.db,
-                tenant_id=tenant.id,
-                worker_id=self.worker_id,
-                limit=self.settings.worker_claim_size,
-                lease_seconds=self.settings.worker_lease_seconds,
-            )
-        )
-        if not jobs:
-            return 0
-        try:
-            policy = tenants.delivery_policy(tenant)
-        except ConfigurationError as error:
-            log.error("tenant %s: %s", tenant.slug, error)
-            await self._settle(tenant, jobs, Settlement())
-            return 0
-        delivery = TenantDelivery(
-            db=self.db,
-            tenant_id=tenant.id,
-            policy=policy,
-            client=client,
-            settings=self.settings,
-            worker_id=self.worker_id,
-        )
-        batches = [
-            Batch(entity, chunk, Settlement())
-            for entity in PROJECTED_ENTITIES
-            for chunk in _chunks([job for job in jobs if job.entity == entity], self.settings)
-        ]
-        settled = 0
-        for index, batch in enumerate(batches):
-            if self._stopping.is_set():
-                await self._hand_back(tenant, batches[index:])
-                break
-            if index:
-                batch.jobs = await asyncio.to_thread(self._renew, batch.jobs)
-                if not batch.jobs:
-                    continue
-            try:
-                await delivery.deliver(batch)
-            except LeaseLost:
-                # What this worker still holds goes back; the changes it made are found again
-                # in Moodle (by idnumber) by whoever delivers these jobs.
-                log.warning("tenant %s: leases of a %s batch ran out", tenant.slug, batch.entity)
-                await self._settle(tenant, batch.jobs, Settlement())
-                continue
-            except TenantPaused as paused:
-                for job in batch.jobs:
-                    batch.settlement.verdicts[job.id] = Verdict("release")
-                await self._settle(tenant, batch.jobs, batch.settlement)
-                await self._hand_back(tenant, batches[index + 1 :])
-                await self._pause(tenant, paused.error)
-                break
-            except Exception as error:  # a defect: retried, and shown on the jobs, not hidden
-                log.exception("tenant %s: delivering %s failed", tenant.slug, batch.entity)
-                reason = f"internal error: {type(error).__name__}: {error}"
-                for job in batch.jobs:
-                    batch.settlement.verdicts[job.id] = Verdict("retry", reason, "internal_error")
-            await self._settle(tenant, batch.jobs, batch.settlement)
-            settled += len(batch.jobs)
-        return settled
-
-    def _renew(self, jobs: Sequence[Job]) -> list[Job]:
-        """The claim's next batch, with a fresh lease: a long claim must not let the later
-        batches' leases run out while the earlier ones are delivered."""
-        return claims.renew(
-            self.db,
-            worker_id=self.worker_id,
-            jobs=jobs,
-            lease_seconds=self.settings.worker_lease_seconds,
-        )
-
-    async def _hand_back(self, tenant: Tenant, batches: Sequence[Batch]) -> None:
-        for batch in batches:
-            await self._settle(tenant, batch.jobs, Settlement())
-
-    async def _settle(self, tenant: Tenant, jobs: Sequence[Job], settlement: Settlement) -> None:
-        await asyncio.to_thread(
-            lambda: claims.settle(
-                self.db,
-                tenant_id=tenant.id,
-                worker_id=self.worker_id,
-                jobs=jobs,
-                settlement=settlement,
-                settings=self.settings,
-            )
-        )
-
-
-def _chunks(jobs: list[Job], settings: Settings) -> list[list[Job]]:
-    """An entity's jobs of one claim are delivered (and committed) together: lookups then cover
-    them all in one call, while creates and enrolments go out WORKER_BATCH_SIZE per call."""
-    size = settings.worker_claim_size
-    return [jobs[start : start + size] for start in range(0, len(jobs), size)]
+        now = time.monotonic()
+        if self._scheduled_at is not None and now - self._scheduled_at < SCHEDULE_SECONDS:
+            return
+        self._scheduled_at = now
+        await asyncio.to_thread(upkeep.schedule, self.db, self.settings)

@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import outbox, records, tenants
+from zoho_moodle_sync import records, tenants
 from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep, SettingsDep, TenantDep
 from zoho_moodle_sync.api.responses import json_response
+from zoho_moodle_sync.db.jobs import JobKind
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import ConfigurationError, Unprocessable
-from zoho_moodle_sync.outbox import JOB_STATES, JobFilter
+from zoho_moodle_sync.jobs import operator
+from zoho_moodle_sync.jobs.operator import JOB_STATES, JobFilter
 
 router = APIRouter(prefix="/v1", tags=["delivery"])
 
@@ -51,7 +53,9 @@ async def list_jobs(
 
     def load() -> list[dict[str, Any]]:
         with db.sessions() as session:
-            return [outbox.job_view(job) for job in outbox.list_jobs(session, where, limit=limit)]
+            return [
+                operator.job_view(job) for job in operator.list_jobs(session, where, limit=limit)
+            ]
 
     return json_response({"jobs": await run_in_threadpool(load)})
 
@@ -65,7 +69,9 @@ async def retry_job(job_id: int, resolution: TenantDep, db: DatabaseDep) -> Resp
 
     def retry() -> dict[str, Any]:
         with db.sessions.begin() as session:
-            return outbox.job_view(outbox.retry_job(session, tenant_id=tenant_id, job_id=job_id))
+            return operator.job_view(
+                operator.retry_job(session, tenant_id=tenant_id, job_id=job_id)
+            )
 
     return json_response(await run_in_threadpool(retry))
 
@@ -85,7 +91,7 @@ async def retry_jobs(
 
     def retry() -> int:
         with db.sessions.begin() as session:
-            return outbox.retry_jobs(session, where)
+            return operator.retry_jobs(session, where)
 
     return json_response({"retried": await run_in_threadpool(retry)})
 
@@ -95,7 +101,7 @@ async def delivery_status(_admin: AdminDep, db: DatabaseDep, settings: SettingsD
     def load() -> dict[str, Any]:
         with db.sessions() as session:
             everyone = tenants.list_all(session)
-            rows = outbox.status(session)
+            rows = operator.status(session)
             moodle = {}
             for tenant in everyone:
                 try:
@@ -106,10 +112,12 @@ async def delivery_status(_admin: AdminDep, db: DatabaseDep, settings: SettingsD
             warnings = records.warning_summary(session)
         slugs = {tenant.id: tenant.slug for tenant in everyone}
         for row in rows:
-            row["tenant"] = slugs.get(row.pop("tenant_id"))
+            tenant_id = row.pop("tenant_id")
+            row["tenant"] = slugs.get(tenant_id) if tenant_id is not None else None
         return {
             "moodle": moodle,
-            "delivery": rows,
+            "delivery": [row for row in rows if row["kind"] == JobKind.DELIVER],
+            "queue": [row for row in rows if row["kind"] != JobKind.DELIVER],
             "warnings": [
                 {"tenant": slugs.get(tenant_id), "entity": entity, **counts}
                 for (tenant_id, entity), counts in sorted(warnings.items())

@@ -6,8 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import outbox, tenants
+from zoho_moodle_sync import tenants
 from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep
+from zoho_moodle_sync.metrics import prometheus_text
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +18,7 @@ async def metrics(_admin: AdminDep, db: DatabaseDep) -> Response:
     def render() -> str:
         with db.sessions() as session:
             slugs = {tenant.id: tenant.slug for tenant in tenants.list_all(session)}
-            return outbox.prometheus_text(session, slugs)
+            return prometheus_text(session, slugs)
 
     return Response(
         await run_in_threadpool(render), media_type="text/plain; version=0.0.4; charset=utf-8"

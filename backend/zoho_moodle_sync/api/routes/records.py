@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import outbox, records
+from zoho_moodle_sync import records
 from zoho_moodle_sync.api.deps import DatabaseDep, TenantDep
 from zoho_moodle_sync.api.responses import json_response
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import NotFound, Unprocessable
+from zoho_moodle_sync.jobs import operator
 
 router = APIRouter(prefix="/v1", tags=["records"])
 
@@ -39,7 +40,7 @@ async def get_record(
                 session, tenant_id=tenant_id, entity=spec, zoho_id=zoho_id, history=history
             )
             if view is not None:
-                view["delivery"] = outbox.delivery_of(
+                view["delivery"] = operator.delivery_of(
                     session, tenant_id=tenant_id, entity=spec.key, zoho_id=zoho_id
                 )
             return view

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
-import httpx
 from fastapi import APIRouter, BackgroundTasks, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import credentials, idempotency, ingress, tenants, webhook_processing
+from zoho_moodle_sync import credentials, idempotency, ingress, tenants
 from zoho_moodle_sync.api.deps import (
     DatabaseDep,
     InboundDep,
@@ -32,7 +30,6 @@ from zoho_moodle_sync.errors import (
 )
 from zoho_moodle_sync.ingress import InboundRequest
 from zoho_moodle_sync.tenants import TenantContext
-from zoho_moodle_sync.webhook_processing import AcceptedEvent
 from zoho_moodle_sync.webhooks import (
     WebhookEvent,
     parse_notification,
@@ -189,25 +186,11 @@ async def _accept(
         "ids": parsed.ids,
     }
     response = json_response(answer, 202)
-    await run_in_threadpool(ingress.mark_accepted, db, event_id, tenant.id, spec.key)
+    await run_in_threadpool(
+        lambda: ingress.accept_webhook(db, event_id=event_id, tenant_id=tenant.id, entity=spec.key)
+    )
     await run_in_threadpool(
         lambda: idempotency.finish(db, begun, status_code=202, body=bytes(response.body))
-    )
-    http: httpx.AsyncClient | None = getattr(request.app.state, "zoho_http", None)
-    background.add_task(
-        webhook_processing.complete,
-        db,
-        settings,
-        # An id-only body is the same for every edit of the record: once this event is fetched
-        # and stored, the same body again is a new edit, not a repeat.
-        AcceptedEvent(
-            event_id,
-            tenant,
-            spec,
-            parsed,
-            None if idempotency_key or parsed.records else key,
-        ),
-        http=http,
     )
     return response
 
@@ -243,14 +226,9 @@ async def _remember_refusal(
 
 
 def _repeat_key(inbound: InboundRequest, idempotency_key: str | None) -> tuple[str, str]:
-    """The key repeats of this request share (the caller's Idempotency-Key, else one derived
-    from the request), and the request's fingerprint: its query counts (`?operation=delete`
-    makes another request of the same body), its credential does not."""
-    query = urlencode(sorted((k, v) for k, v in inbound.query.items() if k != "token"))
-    fingerprint = idempotency.request_digest(
-        inbound.method, f"{inbound.route}?{query}", inbound.body
+    return ingress.repeat_key(
+        inbound.method, inbound.route, inbound.query, inbound.body, idempotency_key
     )
-    return idempotency_key or f"webhook-body:{fingerprint}", fingerprint
 
 
 def _channel_tenant(

@@ -1,9 +1,10 @@
-"""Tables of Moodle delivery: the outbox of jobs, the links from Zoho records to Moodle objects,
-the log of Moodle calls, and per-tenant pauses."""
+"""Tables of background work: the one queue of jobs, and for Moodle delivery the links from Zoho
+records to Moodle objects, the log of Moodle calls, and per-tenant pauses."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
@@ -11,25 +12,59 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from zoho_moodle_sync.db.base import Base, BigId, JSONDocument, UTCDateTime, utcnow
 
-OPEN_STATES = ("pending", "waiting", "held")
-"""States of a job not yet taken by a worker; a record has at most one job in them."""
+
+class JobKind(StrEnum):
+    """What a job does; every kind is claimed, leased, retried and settled the same way."""
+
+    DELIVER = "deliver"
+    """Make Moodle reflect one stored record (`action` sync), or apply the removal policy to it
+    (`action` remove)."""
+    WEBHOOK = "webhook"
+    """Complete an accepted webhook event: fetch what it names from Zoho and store it."""
+    SWEEP_PARKED = "sweep_parked"
+    """Release parked records whose dependencies a concurrent transaction stored (per tenant)."""
+    RETENTION = "retention"
+    """Delete what is past its keeping time: idempotency keys, old events and history."""
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    """A delivery whose prerequisite has no Moodle id yet."""
+    HELD = "held"
+    """A removal held by the mass-change guard until an operator confirms it."""
+    DONE = "done"
+    DEAD = "dead"
+    SUPERSEDED = "superseded"
+    """Finished without running: a newer job for the same thing carries on."""
+
+
+OPEN_STATES = (JobState.PENDING, JobState.WAITING, JobState.HELD)
+"""States of a job not yet taken by a worker; at most one open job has a given `key`."""
 OPEN_CONDITION = "state IN ('pending', 'waiting', 'held')"
 
 
-class MoodleJob(Base):
-    """Make Moodle reflect the stored state of one record (`sync`), or apply the removal policy
-    to it (`remove`). Written in the transaction that changed the record."""
+class Job(Base):
+    """One unit of background work, written in the transaction that made it necessary (the
+    record change, the accepted webhook) or by the scheduler (periodic upkeep)."""
 
-    __tablename__ = "moodle_jobs"
+    __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
-    entity: Mapped[str] = mapped_column(String(30))
-    zoho_id: Mapped[str] = mapped_column(String(32))
-    action: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(20))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"))
+    key: Mapped[str | None] = mapped_column(String(200))
+    """What the job is about (`deliver:3:students:57257...`): a newer job with the same key
+    replaces an open one instead of queueing a second."""
+    entity: Mapped[str | None] = mapped_column(String(30))
+    zoho_id: Mapped[str | None] = mapped_column(String(32))
+    action: Mapped[str | None] = mapped_column(String(10))
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inbound_events.id", ondelete="CASCADE")
+    )
     state: Mapped[str] = mapped_column(String(10))
-    """pending → running → done | dead; waiting (for a prerequisite's Moodle id), held (by the
-    mass-change guard), superseded (a dead job whose record was delivered later)."""
+    """pending → running → done | dead; waiting, held and superseded as `JobState` says."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -46,11 +81,10 @@ class MoodleJob(Base):
     __table_args__ = (
         Index(None, "state", "due_at"),
         Index(None, "tenant_id", "entity", "zoho_id"),
+        Index(None, "event_id"),
         Index(
-            "uq_moodle_jobs_open_record",
-            "tenant_id",
-            "entity",
-            "zoho_id",
+            "uq_jobs_open_key",
+            "key",
             unique=True,
             postgresql_where=text(OPEN_CONDITION),
             sqlite_where=text(OPEN_CONDITION),

@@ -1,0 +1,194 @@
+"""Completing accepted webhook events, as jobs of the queue: fetch what Zoho only named by id
+(one call per module for up to 100 ids, whatever the number of events that named them), then run
+the records through the same pipeline as `/v1/sync`, or mark the gone ones deleted.
+
+Zoho being unreachable retries the jobs with backoff; a refusal (bad credentials, none set) makes
+them dead, and their events `failed`, for an operator to replay once it is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.orm import Session
+
+from zoho_moodle_sync import ingress, tenants
+from zoho_moodle_sync.db.jobs import JobKind
+from zoho_moodle_sync.db.models import InboundEvent, Tenant
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.errors import (
+    ConfigurationError,
+    SyncServiceError,
+    ZohoRejected,
+    ZohoUnavailable,
+)
+from zoho_moodle_sync.ingress import AcceptedEvent
+from zoho_moodle_sync.jobs import queue
+from zoho_moodle_sync.jobs.queue import Claimed, SettleHook, Verdict
+from zoho_moodle_sync.settings import Settings
+from zoho_moodle_sync.zoho import ZohoClient, ZohoCredentials
+from zoho_moodle_sync.zoho_tokens import token_store_for
+
+log = logging.getLogger(__name__)
+
+NO_CREDENTIALS = (
+    "this webhook names records by id only; the service needs the tenant's Zoho API "
+    "credentials (ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, or `tenant set-zoho`) "
+    "to fetch them. Set them, then replay this event"
+)
+
+
+@dataclass
+class _Work:
+    """The claimed jobs of one tenant, and what the Zoho API said of the ids they name."""
+
+    credentials: ZohoCredentials | None
+    events: list[tuple[Claimed, AcceptedEvent]] = field(default_factory=list)
+    fetched: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Zoho id → the record as the API returns it now."""
+    failure: Verdict | None = None
+
+
+async def complete_due(
+    db: Database,
+    settings: Settings,
+    *,
+    worker_id: str,
+    http: httpx.AsyncClient,
+    event_id: int | None = None,
+) -> int:
+    """Claim the due webhook jobs (of one event, when given) and complete their events; how
+    many jobs were settled."""
+    jobs = await asyncio.to_thread(
+        lambda: queue.claim(
+            db,
+            kind=JobKind.WEBHOOK,
+            worker_id=worker_id,
+            limit=settings.worker_claim_size,
+            lease_seconds=settings.worker_lease_seconds,
+            event_id=event_id,
+        )
+    )
+    if not jobs:
+        return 0
+    verdicts = await complete(db, settings, jobs, http=http)
+    await asyncio.to_thread(
+        lambda: queue.settle(
+            db,
+            worker_id=worker_id,
+            jobs=jobs,
+            verdicts=verdicts,
+            settings=settings,
+            hook=_failed_events(verdicts, settings),
+        )
+    )
+    return len(jobs)
+
+
+async def complete(
+    db: Database, settings: Settings, jobs: Sequence[Claimed], *, http: httpx.AsyncClient
+) -> dict[int, Verdict]:
+    """A verdict per job: its event stored (done), or why not."""
+    verdicts: dict[int, Verdict] = {}
+    work = await asyncio.to_thread(_read, db, settings, jobs, verdicts)
+    store = token_store_for(db, settings.secret_key)
+    for tenant_work in work.values():
+        await _fetch(tenant_work, store, http)
+    for tenant_work in work.values():
+        for job, accepted in tenant_work.events:
+            verdicts[job.id] = await asyncio.to_thread(_store, db, tenant_work, accepted)
+    return verdicts
+
+
+def _read(
+    db: Database, settings: Settings, jobs: Sequence[Claimed], verdicts: dict[int, Verdict]
+) -> dict[int, _Work]:
+    work: dict[int, _Work] = {}
+    with db.sessions() as session:
+        for job in jobs:
+            accepted = _accepted(session, job)
+            if accepted is None:
+                verdicts[job.id] = Verdict("done", "the event names nothing this tenant syncs")
+                continue
+            tenant_id = accepted.tenant.id
+            if tenant_id not in work:
+                tenant = session.get_one(Tenant, tenant_id)
+                work[tenant_id] = _Work(tenants.zoho_credentials(tenant, settings))
+            work[tenant_id].events.append((job, accepted))
+    return work
+
+
+def _accepted(session: Session, job: Claimed) -> AcceptedEvent | None:
+    if job.event_id is None:
+        return None
+    try:
+        return ingress.accepted_webhook(session, job.event_id)
+    except SyncServiceError:  # stored by an earlier version that read it differently
+        log.exception("webhook event %s cannot be read back", job.event_id)
+        return None
+
+
+async def _fetch(work: _Work, store: Any, http: httpx.AsyncClient) -> None:
+    """One look-up per module for every id the tenant's id-only upserts name."""
+    wanted: dict[str, list[str]] = {}
+    for _, accepted in work.events:
+        event = accepted.event
+        if event.operation != "delete":
+            wanted.setdefault(event.module, []).extend(event.ids)
+    if not wanted or work.credentials is None:
+        return
+    zoho = ZohoClient(http, work.credentials, token_store=store)
+    try:
+        for module, ids in wanted.items():
+            for record in await zoho.get_records(module, ids):
+                work.fetched[str(record.get("id"))] = dict(record)
+    except ZohoUnavailable as error:
+        work.failure = Verdict("retry", f"Zoho is unavailable: {error}", "zoho_unavailable")
+    except ZohoRejected as error:
+        work.failure = Verdict("dead", f"Zoho refused: {error}", error.code or "zoho_rejected")
+
+
+def _store(db: Database, work: _Work, accepted: AcceptedEvent) -> Verdict:
+    """Store one event's records; the webhook is a hint: what Zoho's API says now is stored."""
+    event = accepted.event
+    if event.operation == "delete":
+        records: list[dict[str, Any]] = []
+        gone = event.ids
+    elif work.credentials is None:
+        if not event.records:
+            return Verdict("dead", NO_CREDENTIALS, "zoho_not_configured")
+        records, gone = event.records, []
+    elif work.failure is not None:
+        return work.failure
+    else:
+        records = [work.fetched[i] for i in dict.fromkeys(event.ids) if i in work.fetched]
+        gone = [i for i in event.ids if i not in work.fetched]  # no longer in Zoho: deleted
+    try:
+        ingress.complete_webhook(db, accepted, records, gone)
+    except ConfigurationError as error:
+        return Verdict("dead", str(error), "configuration_error")
+    except Exception as error:  # a defect: retried, and shown on the job and the event
+        log.exception("webhook event %s failed", accepted.event_id)
+        return Verdict("retry", f"internal error: {type(error).__name__}: {error}", "internal")
+    return Verdict("done")
+
+
+def _failed_events(verdicts: dict[int, Verdict], settings: Settings) -> SettleHook:
+    """Events whose job gives up are marked failed with the reason, for an operator to replay."""
+
+    def write(session: Session, held: list[Claimed]) -> None:
+        for job in held:
+            verdict = verdicts.get(job.id, queue.RELEASE)
+            if job.event_id is not None and queue.gives_up(job, verdict, settings):
+                log.warning("webhook event %s not completed: %s", job.event_id, verdict.reason)
+                event = session.get(InboundEvent, job.event_id)
+                if event is not None:
+                    event.status = "failed"
+                    event.error = (verdict.reason or "failed")[:4000]
+
+    return write

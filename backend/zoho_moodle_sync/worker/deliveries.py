@@ -1,0 +1,229 @@
+"""Moodle delivery as the queue's handler: per tenant with a Moodle, claim due delivery jobs,
+deliver them entity by entity in batches, and settle each batch's verdicts with its links and
+calls. A tenant whose Moodle refused the token is paused, probed now and then, and resumed by
+itself.
+
+Stopping (SIGTERM, or the end of `serve`) finishes the batch in flight and hands the rest of the
+claim back to the queue. A worker killed outright leaves its jobs claimed until their lease ends;
+then another worker delivers them again, which is safe because delivery is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from zoho_moodle_sync import tenants
+from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.jobs import JobKind
+from zoho_moodle_sync.db.models import Tenant
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.errors import ConfigurationError, MoodleAccessDenied, MoodleUnavailable
+from zoho_moodle_sync.jobs import queue
+from zoho_moodle_sync.jobs.queue import Claimed, Verdict
+from zoho_moodle_sync.moodle import MoodleClient
+from zoho_moodle_sync.projection import PROJECTED_ENTITIES
+from zoho_moodle_sync.settings import Settings
+from zoho_moodle_sync.worker import claims
+from zoho_moodle_sync.worker.claims import Job, Settlement
+from zoho_moodle_sync.worker.delivery import Batch, LeaseLost, TenantDelivery, TenantPaused
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _TenantRow:
+    tenant: Tenant
+    connection: tenants.MoodleConnection
+
+
+class Deliveries:
+    """The delivery jobs of every tenant, one worker's share of them."""
+
+    def __init__(
+        self, db: Database, settings: Settings, *, worker_id: str, stopping: asyncio.Event
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.worker_id = worker_id
+        self._stopping = stopping
+        self._misconfigured: set[str] = set()
+        self._claims: dict[int, Claimed] = {}
+        """The queue's view of the jobs in hand, by id."""
+
+    async def run_due(self, http: httpx.AsyncClient) -> int:
+        """Deliver what is due now, once; returns how many jobs were settled."""
+        settled = 0
+        for row in await asyncio.to_thread(self._tenants):
+            if self._stopping.is_set():
+                break
+            client = MoodleClient(
+                base_url=row.connection.base_url,
+                token=row.connection.token.get_secret_value(),
+                http=http,
+                timeout=self.settings.moodle_timeout_seconds,
+                max_input_vars=self.settings.moodle_max_input_vars,
+            )
+            if not await self._may_deliver(row.tenant, client):
+                continue
+            settled += await self._deliver_tenant(row.tenant, client)
+        return settled
+
+    def _tenants(self) -> list[_TenantRow]:
+        rows = []
+        with self.db.sessions() as session:
+            for tenant in tenants.list_all(session):
+                if tenant.disabled_at is not None:
+                    continue
+                try:
+                    connection = tenants.moodle_connection(tenant, self.settings)
+                except ConfigurationError as error:
+                    if tenant.slug not in self._misconfigured:
+                        log.error("tenant %s: Moodle is misconfigured: %s", tenant.slug, error)
+                        self._misconfigured.add(tenant.slug)
+                    continue
+                if connection is not None:
+                    rows.append(_TenantRow(tenant, connection))
+        return rows
+
+    async def _may_deliver(self, tenant: Tenant, client: MoodleClient) -> bool:
+        """False while the tenant is paused; a paused tenant is probed now and then, and
+        resumes by itself once its Moodle accepts the token again."""
+        pause = await asyncio.to_thread(claims.pause_of, self.db, tenant.id)
+        if pause is None:
+            return True
+        if pause.probe_at > utcnow():
+            return False
+        try:
+            await client.get_site_info()
+        except MoodleAccessDenied as error:
+            await self._pause(tenant, error)
+            return False
+        except MoodleUnavailable:
+            return False
+        await asyncio.to_thread(claims.resume, self.db, tenant_id=tenant.id)
+        log.warning("tenant %s: Moodle accepts the token again; delivery resumed", tenant.slug)
+        return True
+
+    async def _pause(self, tenant: Tenant, error: MoodleAccessDenied) -> None:
+        reason = f"{error.function}: {error.errorcode}: {error.message}"
+        await asyncio.to_thread(
+            lambda: claims.pause(
+                self.db,
+                tenant_id=tenant.id,
+                errorcode=error.errorcode,
+                reason=reason,
+                probe_seconds=self.settings.pause_probe_seconds,
+            )
+        )
+        log.error(
+            "tenant %s: delivery paused, Moodle refused access (%s). Fix the token or the "
+            "service user's capabilities; delivery resumes by itself within %g s",
+            tenant.slug,
+            reason,
+            self.settings.pause_probe_seconds,
+        )
+
+    async def _deliver_tenant(self, tenant: Tenant, client: MoodleClient) -> int:
+        claimed = await asyncio.to_thread(
+            lambda: queue.claim(
+                self.db,
+                kind=JobKind.DELIVER,
+                tenant_id=tenant.id,
+                worker_id=self.worker_id,
+                limit=self.settings.worker_claim_size,
+                lease_seconds=self.settings.worker_lease_seconds,
+            )
+        )
+        if not claimed:
+            return 0
+        self._claims.update((job.id, job) for job in claimed)
+        jobs = [Job.of(job) for job in claimed]
+        try:
+            policy = tenants.delivery_policy(tenant)
+        except ConfigurationError as error:
+            log.error("tenant %s: %s", tenant.slug, error)
+            await self._settle(tenant, jobs, Settlement())
+            return 0
+        delivery = TenantDelivery(
+            db=self.db,
+            tenant_id=tenant.id,
+            policy=policy,
+            client=client,
+            settings=self.settings,
+            worker_id=self.worker_id,
+        )
+        batches = [
+            Batch(entity, chunk, Settlement())
+            for entity in PROJECTED_ENTITIES
+            for chunk in _chunks([job for job in jobs if job.entity == entity], self.settings)
+        ]
+        settled = 0
+        for index, batch in enumerate(batches):
+            if self._stopping.is_set():
+                await self._hand_back(tenant, batches[index:])
+                break
+            if index:
+                batch.jobs = await asyncio.to_thread(self._renew, batch.jobs)
+                if not batch.jobs:
+                    continue
+            try:
+                await delivery.deliver(batch)
+            except LeaseLost:
+                # What this worker still holds goes back; the changes it made are found again
+                # in Moodle (by idnumber) by whoever delivers these jobs.
+                log.warning("tenant %s: leases of a %s batch ran out", tenant.slug, batch.entity)
+                await self._settle(tenant, batch.jobs, Settlement())
+                continue
+            except TenantPaused as paused:
+                for job in batch.jobs:
+                    batch.settlement.verdicts[job.id] = Verdict("release")
+                await self._settle(tenant, batch.jobs, batch.settlement)
+                await self._hand_back(tenant, batches[index + 1 :])
+                await self._pause(tenant, paused.error)
+                break
+            except Exception as error:  # a defect: retried, and shown on the jobs, not hidden
+                log.exception("tenant %s: delivering %s failed", tenant.slug, batch.entity)
+                reason = f"internal error: {type(error).__name__}: {error}"
+                for job in batch.jobs:
+                    batch.settlement.verdicts[job.id] = Verdict("retry", reason, "internal_error")
+            await self._settle(tenant, batch.jobs, batch.settlement)
+            settled += len(batch.jobs)
+        return settled
+
+    def _renew(self, jobs: Sequence[Job]) -> list[Job]:
+        """The claim's next batch, with a fresh lease: a long claim must not let the later
+        batches' leases run out while the earlier ones are delivered."""
+        return queue.renew(
+            self.db,
+            worker_id=self.worker_id,
+            jobs=jobs,
+            lease_seconds=self.settings.worker_lease_seconds,
+        )
+
+    async def _hand_back(self, tenant: Tenant, batches: Sequence[Batch]) -> None:
+        for batch in batches:
+            await self._settle(tenant, batch.jobs, Settlement())
+
+    async def _settle(self, tenant: Tenant, jobs: Sequence[Job], settlement: Settlement) -> None:
+        await asyncio.to_thread(
+            lambda: queue.settle(
+                self.db,
+                worker_id=self.worker_id,
+                jobs=[self._claims.pop(job.id) for job in jobs if job.id in self._claims],
+                verdicts=settlement.verdicts,
+                settings=self.settings,
+                hook=claims.settlement_hook(tenant.id, settlement),
+            )
+        )
+
+
+def _chunks(jobs: list[Job], settings: Settings) -> list[list[Job]]:
+    """An entity's jobs of one claim are delivered (and committed) together: lookups then cover
+    them all in one call, while creates and enrolments go out WORKER_BATCH_SIZE per call."""
+    size = settings.worker_claim_size
+    return [jobs[start : start + size] for start in range(0, len(jobs), size)]
