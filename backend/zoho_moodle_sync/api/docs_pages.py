@@ -8,13 +8,17 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+DOCS_URL = "/docs"
+REDOC_URL = "/redoc"
 ASSETS_PATH = "/docs-assets"
 """Where the Swagger UI and ReDoc files (shipped by the `fastapi-offline` package) are served."""
+PUBLIC_PATHS = (DOCS_URL, REDOC_URL, ASSETS_PATH)
+"""What `install_docs_pages` serves, to anyone: the reference holds no data."""
 
 _ASSETS_PACKAGE = ("fastapi_offline", "static")
 
 
-def install_docs_pages(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
+def install_docs_pages(app: FastAPI) -> None:
     """Serve the two reference pages, and the files they load, from `app`. The app itself must
     be made with `docs_url=None, redoc_url=None`, or FastAPI's own CDN pages answer first."""
     app.mount(ASSETS_PATH, StaticFiles(packages=[_ASSETS_PACKAGE]), name="docs-assets")
@@ -25,7 +29,7 @@ def install_docs_pages(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str 
     def openapi_url(request: Request) -> str:
         return f"{request.scope.get('root_path', '')}{app.openapi_url}"
 
-    @app.get(docs_url, include_in_schema=False)
+    @app.get(DOCS_URL, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=openapi_url(request),
@@ -37,7 +41,7 @@ def install_docs_pages(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str 
             swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
         )
 
-    @app.get(redoc_url, include_in_schema=False)
+    @app.get(REDOC_URL, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         return get_redoc_html(
             openapi_url=openapi_url(request),
