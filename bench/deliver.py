@@ -60,7 +60,7 @@ from tests.fakes.moodle import DEFAULT_TOKEN  # noqa: E402
 from subprocesses import free_port, stop, wait_until_answering  # noqa: E402
 from zoho_moodle_sync import ingress, tenants  # noqa: E402
 from zoho_moodle_sync.db import migrate  # noqa: E402
-from zoho_moodle_sync.db.jobs import Job, MoodleCall  # noqa: E402
+from zoho_moodle_sync.db.jobs import Job, JobKind, MoodleCall  # noqa: E402
 from zoho_moodle_sync.db.session import Database, make_engine  # noqa: E402
 from zoho_moodle_sync.entities import ENTITY_BY_KEY  # noqa: E402
 from zoho_moodle_sync.settings import Settings  # noqa: E402
@@ -393,7 +393,8 @@ async def _drain(db: Database, settings: Settings, transport: TimedTransport, jo
     async with httpx.AsyncClient(
         transport=transport, timeout=settings.moodle_timeout_seconds
     ) as http:
-        return await Worker(db, settings, http=http).drain(max_rounds=rounds)
+        worker = Worker(db, settings, http=http, kinds={JobKind.DELIVER})
+        return await worker.drain(max_rounds=rounds)
 
 
 # ---------------------------------------------------------------------------------------------

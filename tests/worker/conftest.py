@@ -44,7 +44,7 @@ from tests.factories import (
 from tests.fakes.moodle import DEFAULT_SITE_URL, DEFAULT_TOKEN, FakeCall, FakeMoodle, FakeUser
 from zoho_moodle_sync import tenants
 from zoho_moodle_sync.db.base import Base, utcnow
-from zoho_moodle_sync.db.jobs import DeliveryPause, Job, MoodleLink
+from zoho_moodle_sync.db.jobs import DeliveryPause, Job, JobKind, MoodleLink
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import TenantContext
@@ -104,6 +104,9 @@ def same_records_every_run() -> Iterator[None]:
     factory.random.set_random_state(state)
     ZohoRecordFactory.reset_sequence(resume_at)
 
+
+DELIVERY = frozenset({JobKind.DELIVER})
+"""The kind of job these tests drain: Moodle delivery (upkeep has tests of its own)."""
 
 MOODLE = {
     "moodle_url": DEFAULT_SITE_URL,
@@ -179,7 +182,9 @@ class MoodleSync:
         worker_id: str | None = None,
     ) -> int:
         async with httpx.AsyncClient(transport=transport or fake.transport()) as http:
-            worker = Worker(self.db, settings or self.settings, http=http, worker_id=worker_id)
+            worker = Worker(
+                self.db, settings or self.settings, http=http, worker_id=worker_id, kinds=DELIVERY
+            )
             return await worker.drain()
 
     # ---- the database -------------------------------------------------------------------

@@ -11,7 +11,13 @@ import httpx
 
 from tests.factories import StudentRecordFactory
 from tests.fakes.moodle import FakeMoodle
-from tests.worker.conftest import MoodleSync, created_items, moodle_settings, people
+from tests.worker.conftest import (
+    DELIVERY,
+    MoodleSync,
+    created_items,
+    moodle_settings,
+    people,
+)
 from zoho_moodle_sync.db.jobs import JobKind
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.worker.runner import Worker
@@ -28,7 +34,8 @@ def test_two_workers_never_deliver_one_job_twice(
     async def two_workers() -> list[int]:
         async with httpx.AsyncClient(transport=fake_moodle.transport()) as http:
             workers = [
-                Worker(moodle_sync.db, settings, http=http, worker_id=f"worker-{n}") for n in (1, 2)
+                Worker(moodle_sync.db, settings, http=http, worker_id=f"worker-{n}", kinds=DELIVERY)
+                for n in (1, 2)
             ]
             return await asyncio.gather(*(worker.drain() for worker in workers))
 

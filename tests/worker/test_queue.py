@@ -37,8 +37,9 @@ def jobs_of(db: Database, kind: JobKind) -> list[Job]:
 
 
 def run_worker(db: Database, settings: Settings) -> int:
-    """Drain every kind of job but Moodle delivery (no Moodle answers here)."""
-    kinds = set(JobKind) - {JobKind.DELIVER}
+    """Drain webhook completion and the parked-record sweep (no Moodle answers here; retention
+    has tests of its own)."""
+    kinds = {JobKind.WEBHOOK, JobKind.SWEEP_PARKED}
 
     async def drain() -> int:
         async with httpx.AsyncClient() as http:

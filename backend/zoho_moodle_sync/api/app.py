@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import __version__, credentials, tenants
+from zoho_moodle_sync.api.docs_pages import install_docs_pages
 from zoho_moodle_sync.api.responses import install_error_handlers
 from zoho_moodle_sync.api.routes import health, jobs, metrics, records, sync, webhooks
 from zoho_moodle_sync.db import migrate
@@ -70,9 +71,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         description="Keeps Moodle LMS in sync with Zoho CRM. Records come in from Zoho, are "
         "validated, fingerprinted and stored per tenant, and drive Moodle.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs_pages, without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_docs_pages(app)
     app.include_router(health.router)
     app.include_router(sync.router)
     app.include_router(records.router)

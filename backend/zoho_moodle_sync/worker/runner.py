@@ -107,7 +107,9 @@ class Worker:
                 self.db, self.settings, worker_id=self.worker_id, http=zoho_http
             )
         if self.kinds & set(upkeep.UPKEEP_KINDS) and not self._stopping.is_set():
-            settled += await upkeep.run_due(self.db, self.settings, worker_id=self.worker_id)
+            settled += await upkeep.run_due(
+                self.db, self.settings, worker_id=self.worker_id, kinds=self.kinds
+            )
         if JobKind.DELIVER in self.kinds and not self._stopping.is_set():
             settled += await self._deliveries.run_due(http)
         return settled
@@ -120,4 +122,4 @@ class Worker:
         if self._scheduled_at is not None and now - self._scheduled_at < SCHEDULE_SECONDS:
             return
         self._scheduled_at = now
-        await asyncio.to_thread(upkeep.schedule, self.db, self.settings)
+        await asyncio.to_thread(upkeep.schedule, self.db, self.settings, self.kinds)

@@ -1,6 +1,6 @@
 """Periodic upkeep, as jobs of the queue: releasing parked records whose dependencies a
 concurrent transaction stored (per tenant, every PARKED_SWEEP_SECONDS), and retention (daily:
-what is older than RETENTION_DAYS, and expired idempotency keys, is deleted).
+expired idempotency keys, and what is older than RETENTION_DAYS unless that is 0, are deleted).
 
 A periodic job is one row that goes back to `pending`, due at its next run, each time it is done;
 whichever worker claims it runs it, so it runs on one process at a time across hosts.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -35,24 +35,31 @@ PRUNE_CHUNK = 5000
 UPKEEP_KINDS = (JobKind.SWEEP_PARKED, JobKind.RETENTION)
 
 
-def schedule(db: Database, settings: Settings) -> None:
-    """Make sure every periodic job the settings ask for is queued (once; due now when new)."""
+def schedule(db: Database, settings: Settings, kinds: Collection[JobKind] = UPKEEP_KINDS) -> None:
+    """Make sure every periodic job of `kinds` the settings ask for is queued (once; due now
+    when new)."""
     now = utcnow()
     with db.sessions.begin() as session:
-        if settings.parked_sweep_seconds > 0:
+        if JobKind.SWEEP_PARKED in kinds and settings.parked_sweep_seconds > 0:
             for tenant in tenants.list_all(session):
                 if tenant.disabled_at is None:
                     queue.ensure_scheduled(
                         session, kind=JobKind.SWEEP_PARKED, tenant_id=tenant.id, due_at=now
                     )
-        if settings.retention_days > 0:
+        if JobKind.RETENTION in kinds:
             queue.ensure_scheduled(session, kind=JobKind.RETENTION, tenant_id=None, due_at=now)
 
 
-async def run_due(db: Database, settings: Settings, *, worker_id: str) -> int:
-    """Claim and run the due upkeep jobs; how many were settled."""
+async def run_due(
+    db: Database,
+    settings: Settings,
+    *,
+    worker_id: str,
+    kinds: Collection[JobKind] = UPKEEP_KINDS,
+) -> int:
+    """Claim and run the due upkeep jobs of `kinds`; how many were settled."""
     settled = 0
-    for kind in UPKEEP_KINDS:
+    for kind in (kind for kind in UPKEEP_KINDS if kind in kinds):
         jobs = await asyncio.to_thread(
             lambda kind=kind: queue.claim(  # type: ignore[misc]
                 db,
@@ -101,8 +108,6 @@ def _retention(db: Database, settings: Settings) -> Verdict:
     counts = prune(db, retention_days=settings.retention_days)
     if any(counts.values()):
         log.info("retention: deleted %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
-    if settings.retention_days <= 0:
-        return Verdict("done")
     return Verdict("again", delay=RETENTION_INTERVAL.total_seconds())
 
 
