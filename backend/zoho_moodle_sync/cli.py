@@ -506,12 +506,12 @@ def jobs_confirm_held(tenant: TenantOption = None, database_url: DatabaseUrl = N
 @jobs_app.command("resume")
 def jobs_resume(tenant: TenantOption = None, database_url: DatabaseUrl = None) -> None:
     """Resume a tenant's delivery paused after Moodle refused access (after fixing it)."""
-    from zoho_moodle_sync.worker import claims
+    from zoho_moodle_sync.delivery import store
 
     db = _database(database_url)
     with db.sessions() as session:
         tenant_id = _tenant_id(session, tenant)
-    resumed = claims.resume(db, tenant_id=tenant_id)
+    resumed = store.resume(db, tenant_id=tenant_id)
     typer.echo("delivery resumed" if resumed else "delivery was not paused")
 
 

@@ -1,7 +1,8 @@
 """The registry of entities: one `EntitySpec` per Zoho module drives every pipeline stage.
 
-Parser, mapper, service, tables and routes are written once; what differs per entity (module,
-fields, domain model, dependencies) is declared here and in `domain`.
+Parser, mapper, service, tables, routes and Moodle delivery are written once; what differs per
+entity (module, fields, domain model, dependencies, what it becomes in Moodle) is declared here
+and in `domain` (fields) and `projection` (the Moodle shape of a record).
 """
 
 from __future__ import annotations
@@ -51,6 +52,36 @@ class FieldSpec:
     required_first: bool
 
 
+class MoodleKind(StrEnum):
+    """What a record becomes in Moodle; the delivery code is written once per kind."""
+
+    USER = "user"
+    CATEGORY = "category"
+    COURSE = "course"
+    ENROLMENT = "enrolment"
+
+
+@dataclass(frozen=True)
+class MoodleSide:
+    """An entity's Moodle projection: what its records become, and which of its lookups must be
+    in Moodle first, each with the key under which its delivered link records that Moodle id
+    (None when the link does not; then a new Moodle id there re-queues nothing)."""
+
+    kind: MoodleKind
+    needs: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class Dependent:
+    """A record whose delivered Moodle side names another record's Moodle id."""
+
+    entity: str
+    lookup: str
+    """Its field holding the other record's Zoho id."""
+    link_key: str
+    """The key under which its link's detail holds that Moodle id."""
+
+
 @dataclass(frozen=True)
 class EntitySpec:
     key: str
@@ -63,6 +94,8 @@ class EntitySpec:
     name_fields: tuple[str, ...]
     """Fields that name a record to a person (a student's number and name)."""
     status_field: str | None = None
+    moodle: MoodleSide | None = None
+    """What the entity becomes in Moodle; None for entities kept for reporting only."""
 
     def name_of(self, data: dict[str, object]) -> str:
         return " ".join(str(data[f]) for f in self.name_fields if data.get(f)).strip()
@@ -121,8 +154,23 @@ def _base_type(hint: object) -> type:
 
 
 ENTITIES: tuple[EntitySpec, ...] = (
-    EntitySpec("programs", "program", "Products", domain.ProgramRecord, ("name",), "status"),
-    EntitySpec("teachers", "teacher", "BTEC_Teachers", domain.TeacherRecord, ("name",)),
+    EntitySpec(
+        "programs",
+        "program",
+        "Products",
+        domain.ProgramRecord,
+        ("name",),
+        "status",
+        moodle=MoodleSide(MoodleKind.CATEGORY),
+    ),
+    EntitySpec(
+        "teachers",
+        "teacher",
+        "BTEC_Teachers",
+        domain.TeacherRecord,
+        ("name",),
+        moodle=MoodleSide(MoodleKind.USER),
+    ),
     EntitySpec(
         "students",
         "student",
@@ -130,15 +178,31 @@ ENTITIES: tuple[EntitySpec, ...] = (
         domain.StudentRecord,
         ("student_number", "first_name", "last_name"),
         "status",
+        moodle=MoodleSide(MoodleKind.USER),
     ),
     EntitySpec("units", "unit", "BTEC", domain.UnitRecord, ("name",)),
-    EntitySpec("classes", "class", "BTEC_Classes", domain.ClassRecord, ("class_name",), "status"),
+    EntitySpec(
+        "classes",
+        "class",
+        "BTEC_Classes",
+        domain.ClassRecord,
+        ("class_name",),
+        "status",
+        moodle=MoodleSide(
+            MoodleKind.COURSE,
+            needs=(("program_zoho_id", None), ("teacher_zoho_id", "teacher_userid")),
+        ),
+    ),
     EntitySpec(
         "enrollments",
         "enrollment",
         "BTEC_Enrollments",
         domain.EnrollmentRecord,
         ("enrollment_code",),
+        moodle=MoodleSide(
+            MoodleKind.ENROLMENT,
+            needs=(("student_zoho_id", "userid"), ("class_zoho_id", "courseid")),
+        ),
     ),
     EntitySpec(
         "registrations",
@@ -156,6 +220,35 @@ ENTITIES: tuple[EntitySpec, ...] = (
 """In dependency order: every entity comes after the entities it depends on."""
 
 ENTITY_BY_KEY: dict[str, EntitySpec] = {spec.key: spec for spec in ENTITIES}
+
+
+MOODLE_SIDES: tuple[tuple[EntitySpec, MoodleSide], ...] = tuple(
+    (spec, spec.moodle) for spec in ENTITIES if spec.moodle is not None
+)
+DELIVERED: tuple[EntitySpec, ...] = tuple(spec for spec, _ in MOODLE_SIDES)
+"""Entities with a Moodle counterpart, in the order they must reach Moodle."""
+DELIVERED_KEYS = frozenset(spec.key for spec in DELIVERED)
+
+
+def moodle_prerequisites() -> frozenset[str]:
+    """Entities whose delivery can let a waiting delivery go on."""
+    return frozenset(
+        target
+        for spec, side in MOODLE_SIDES
+        for name, _ in side.needs
+        if (target := spec.field_by_name[name].lookup) is not None
+    )
+
+
+def moodle_dependents(entity: str) -> tuple[Dependent, ...]:
+    """Records delivered against a Moodle id of `entity`: queued again when it gets a new one
+    (a user created again after an administrator deleted it)."""
+    return tuple(
+        Dependent(spec.key, name, link_key)
+        for spec, side in MOODLE_SIDES
+        for name, link_key in side.needs
+        if link_key is not None and spec.field_by_name[name].lookup == entity
+    )
 
 
 def dependents_of(entity: str) -> tuple[EntitySpec, ...]:

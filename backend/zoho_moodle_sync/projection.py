@@ -7,6 +7,7 @@ and makes the calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
@@ -15,9 +16,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from zoho_moodle_sync.moodle.client import moodle_username
-
-PROJECTED_ENTITIES = ("programs", "teachers", "students", "classes", "enrollments")
-"""Entities with a Moodle counterpart, in the order they must reach Moodle."""
 
 UserMatch = Literal["idnumber", "username", "email"]
 
@@ -173,6 +171,13 @@ def teacher_user(zoho_id: str, data: dict[str, Any], policy: DeliveryPolicy) -> 
         idnumber=zoho_id,
         suspended=False,
     )
+
+
+USER_SHAPES: dict[str, Callable[[str, dict[str, Any], DeliveryPolicy], UserShape]] = {
+    "students": student_user,
+    "teachers": teacher_user,
+}
+"""The Moodle user each user entity's record becomes."""
 
 
 def split_name(name: str) -> tuple[str, str]:

@@ -22,8 +22,9 @@ from tests.worker.conftest import (
     post_all,
 )
 from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.delivery import Batch
+from zoho_moodle_sync.delivery.enrolments import EnrolmentDelivery
 from zoho_moodle_sync.jobs import operator
-from zoho_moodle_sync.worker.delivery import Batch, TenantDelivery
 
 
 @pytest.mark.parametrize(
@@ -151,11 +152,11 @@ def test_a_defect_while_delivering_a_batch_is_retried_and_shown_on_its_jobs(
     world = one_class(students=2)
     post_all(moodle_sync, world.by_entity())
 
-    async def broken(self: TenantDelivery, batch: Batch) -> None:
+    async def broken(self: EnrolmentDelivery, batch: Batch) -> None:
         raise KeyError("student_zoho_id")
 
     with monkeypatch.context() as patch:
-        patch.setattr(TenantDelivery, "_enrollments", broken)
+        patch.setattr(EnrolmentDelivery, "_enrollments", broken)
         moodle_sync.drain(fake_moodle)
 
     for job in moodle_sync.jobs("enrollments"):

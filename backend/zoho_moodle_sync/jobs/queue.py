@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import OPEN_CONDITION, OPEN_STATES, Job, JobKind, JobState
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.projection import PROJECTED_ENTITIES
+from zoho_moodle_sync.entities import DELIVERED_KEYS
 from zoho_moodle_sync.settings import Settings
 
 VerdictKind = Literal["done", "wait", "retry", "relink", "dead", "hold", "release", "again"]
@@ -85,7 +85,7 @@ def enqueue_delivery(
 ) -> int:
     """One open delivery job per record: insert, or turn the record's open job into this one.
     Entities with no Moodle counterpart get none."""
-    if entity not in PROJECTED_ENTITIES:
+    if entity not in DELIVERED_KEYS:
         return 0
     now = now or utcnow()
     rows = [

@@ -22,15 +22,14 @@ from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import JobKind
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.delivery import DELIVERY_BY_KIND, Batch, LeaseLost, TenantPaused, store
+from zoho_moodle_sync.delivery.store import Job, Settlement
+from zoho_moodle_sync.entities import DELIVERED, MOODLE_SIDES
 from zoho_moodle_sync.errors import ConfigurationError, MoodleAccessDenied, MoodleUnavailable
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.jobs.queue import Claimed, Verdict
 from zoho_moodle_sync.moodle import MoodleClient
-from zoho_moodle_sync.projection import PROJECTED_ENTITIES
 from zoho_moodle_sync.settings import Settings
-from zoho_moodle_sync.worker import claims
-from zoho_moodle_sync.worker.claims import Job, Settlement
-from zoho_moodle_sync.worker.delivery import Batch, LeaseLost, TenantDelivery, TenantPaused
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ class Deliveries:
     async def _may_deliver(self, tenant: Tenant, client: MoodleClient) -> bool:
         """False while the tenant is paused; a paused tenant is probed now and then, and
         resumes by itself once its Moodle accepts the token again."""
-        pause = await asyncio.to_thread(claims.pause_of, self.db, tenant.id)
+        pause = await asyncio.to_thread(store.pause_of, self.db, tenant.id)
         if pause is None:
             return True
         if pause.probe_at > utcnow():
@@ -105,14 +104,14 @@ class Deliveries:
             return False
         except MoodleUnavailable:
             return False
-        await asyncio.to_thread(claims.resume, self.db, tenant_id=tenant.id)
+        await asyncio.to_thread(store.resume, self.db, tenant_id=tenant.id)
         log.warning("tenant %s: Moodle accepts the token again; delivery resumed", tenant.slug)
         return True
 
     async def _pause(self, tenant: Tenant, error: MoodleAccessDenied) -> None:
         reason = f"{error.function}: {error.errorcode}: {error.message}"
         await asyncio.to_thread(
-            lambda: claims.pause(
+            lambda: store.pause(
                 self.db,
                 tenant_id=tenant.id,
                 errorcode=error.errorcode,
@@ -149,18 +148,21 @@ class Deliveries:
             log.error("tenant %s: %s", tenant.slug, error)
             await self._settle(tenant, jobs, Settlement())
             return 0
-        delivery = TenantDelivery(
-            db=self.db,
-            tenant_id=tenant.id,
-            policy=policy,
-            client=client,
-            settings=self.settings,
-            worker_id=self.worker_id,
-        )
+        deliveries = {
+            spec.key: DELIVERY_BY_KIND[side.kind](
+                db=self.db,
+                tenant_id=tenant.id,
+                policy=policy,
+                client=client,
+                settings=self.settings,
+                worker_id=self.worker_id,
+            )
+            for spec, side in MOODLE_SIDES
+        }
         batches = [
-            Batch(entity, chunk, Settlement())
-            for entity in PROJECTED_ENTITIES
-            for chunk in _chunks([job for job in jobs if job.entity == entity], self.settings)
+            Batch(spec.key, chunk, Settlement())
+            for spec in DELIVERED
+            for chunk in _chunks([job for job in jobs if job.entity == spec.key], self.settings)
         ]
         settled = 0
         for index, batch in enumerate(batches):
@@ -172,7 +174,7 @@ class Deliveries:
                 if not batch.jobs:
                     continue
             try:
-                await delivery.deliver(batch)
+                await deliveries[batch.entity].deliver(batch)
             except LeaseLost:
                 # What this worker still holds goes back; the changes it made are found again
                 # in Moodle (by idnumber) by whoever delivers these jobs.
@@ -217,7 +219,7 @@ class Deliveries:
                 jobs=[self._claims.pop(job.id) for job in jobs if job.id in self._claims],
                 verdicts=settlement.verdicts,
                 settings=self.settings,
-                hook=claims.settlement_hook(tenant.id, settlement),
+                hook=store.settlement_hook(tenant.id, settlement),
             )
         )
 

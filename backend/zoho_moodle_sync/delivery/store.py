@@ -17,9 +17,10 @@ from zoho_moodle_sync.db.jobs import DeliveryPause, JobKind, JobState, MoodleCal
 from zoho_moodle_sync.db.jobs import Job as JobRow
 from zoho_moodle_sync.db.models import ENTITY_TABLES
 from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.entities import moodle_dependents, moodle_prerequisites
 from zoho_moodle_sync.jobs.queue import RELEASE, Claimed, SettleHook, Verdict, enqueue_delivery
 
-PREREQUISITE_ENTITIES = frozenset({"programs", "teachers", "students", "classes"})
+PREREQUISITE_ENTITIES = moodle_prerequisites()
 """Entities whose delivery can let a waiting job go on."""
 
 
@@ -249,14 +250,6 @@ def _write_links(
     _requeue_dependents(session, tenant_id, moved, now)
 
 
-DEPENDENTS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "students": (("enrollments", "student_zoho_id", "userid"),),
-    "classes": (("enrollments", "class_zoho_id", "courseid"),),
-    "teachers": (("classes", "teacher_zoho_id", "teacher_userid"),),
-}
-"""Whose Moodle side names a record's Moodle id: (entity, lookup column, key in its link)."""
-
-
 def _requeue_dependents(
     session: Session, tenant_id: int, moved: dict[str, set[str]], now: datetime
 ) -> None:
@@ -272,7 +265,8 @@ def _requeue_dependents(
             )
         ).all()
         new_ids = {row.zoho_id: row.moodle_id for row in linked}
-        for dependent, column, key in DEPENDENTS.get(entity, ()):
+        for dependent_of in moodle_dependents(entity):
+            dependent, column, key = dependent_of.entity, dependent_of.lookup, dependent_of.link_key
             table = ENTITY_TABLES[dependent]
             rows = session.execute(
                 select(table.c.zoho_id, table.c[column], MoodleLink.detail)

@@ -1,0 +1,90 @@
+"""Programmes → Moodle course categories."""
+
+from __future__ import annotations
+
+from zoho_moodle_sync import projection
+from zoho_moodle_sync.delivery.base import Batch, Delivery, refused, shape_fingerprint
+from zoho_moodle_sync.delivery.store import LinkWrite
+from zoho_moodle_sync.errors import MoodleRejected
+from zoho_moodle_sync.jobs.queue import Verdict
+from zoho_moodle_sync.moodle import CategoryCriterion, CategoryUpdate, NewCategory
+
+
+class CategoryDelivery(Delivery):
+    """Programmes → course categories, found by idnumber before one is created; never deleted."""
+
+    async def _deliver(self, batch: Batch) -> None:
+        await self._programs(batch)
+
+    async def _programs(self, batch: Batch) -> None:
+        ids = [job.zoho_id for job in batch.jobs]
+        entity = batch.entity
+        records = await self._records(entity, ids)
+        links = await self._links(entity, ids)
+        creations = []
+        updates = []
+        shapes = {}
+        for job in batch.jobs:
+            record, link = records.get(job.zoho_id), links.get(job.zoho_id)
+            if record is None or job.action == "remove" or record.deleted:
+                batch.decide(job, Verdict("done", "categories are never deleted"))
+                continue
+            shape = projection.program_category(job.zoho_id, record.data, self.policy)
+            shapes[job.id] = shape
+            if link is not None and link.moodle_id is not None:
+                if link.fingerprint == shape_fingerprint(shape):
+                    batch.decide(job, Verdict("done", "already up to date in Moodle"))
+                else:
+                    updates.append((job, link.moodle_id))
+                continue
+            existing = await self._call(
+                batch,
+                "core_course_get_categories",
+                [job],
+                lambda job=job: self.client.get_categories(  # type: ignore[misc]
+                    [CategoryCriterion(key="idnumber", value=job.zoho_id)]
+                ),
+            )
+            if existing:
+                updates.append((job, existing[0].id))
+                batch.link(LinkWrite(entity, job.zoho_id, existing[0].id, adopted=True))
+            else:
+                creations.append(
+                    (
+                        job,
+                        NewCategory(name=shape.name, idnumber=shape.idnumber, parent=shape.parent),
+                    )
+                )
+        created = await self._each_or_split(
+            batch, "core_course_create_categories", creations, self.client.create_categories
+        )
+        for job, answer in created:
+            if isinstance(answer, MoodleRejected):
+                batch.decide(job, refused(answer, "creating the category"))
+            else:
+                fingerprint = shape_fingerprint(shapes[job.id])
+                batch.link(
+                    LinkWrite(entity, job.zoho_id, answer.id, False, fingerprint=fingerprint)
+                )
+                batch.decide(job, Verdict("done"))
+        changes = [
+            (job, CategoryUpdate(id=moodle_id, name=shapes[job.id].name, idnumber=job.zoho_id))
+            for job, moodle_id in updates
+        ]
+        answers = await self._each_or_split(
+            batch, "core_course_update_categories", changes, self._update_categories
+        )
+        category_of = {job.id: moodle_id for job, moodle_id in updates}
+        for job, answer in answers:
+            moodle_id = category_of[job.id]
+            if isinstance(answer, MoodleRejected):
+                batch.decide(job, refused(answer, f"updating category {moodle_id}"))
+                continue
+            adopted = links.get(job.zoho_id) is None or links[job.zoho_id].adopted
+            fingerprint = shape_fingerprint(shapes[job.id])
+            batch.link(LinkWrite(entity, job.zoho_id, moodle_id, adopted, fingerprint=fingerprint))
+            batch.decide(job, Verdict("done"))
+
+    async def _update_categories(self, updates: list[CategoryUpdate]) -> list[None]:
+        await self.client.update_categories(updates)
+        return [None] * len(updates)
