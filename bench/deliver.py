@@ -10,8 +10,8 @@ For each database the benchmark
    database is DROPPED and rebuilt by the migrations, so point it at a throwaway database) and
    starts a fresh fake Moodle 4.5 (`python -m tests.fakes.moodle`) as a subprocess on a free
    loopback port;
-2. stores, through the ingress code path in-process (`ingress.store_inbound` and
-   `ingress.run_sync`, what `POST /v1/sync/{entity}` runs, in requests of 500 records), one
+2. stores, through the ingress code path in-process (`events.store_inbound` and
+   `pipeline.run_sync`, what `POST /v1/sync/{entity}` runs, in requests of 500 records), one
    programme, one teacher, one unit (a class needs it; units have no Moodle counterpart), one
    class of that unit and teacher, N students of the programme and N enrolments of those
    students into the class: 2N + 3 delivery jobs;
@@ -58,11 +58,12 @@ from tests import factories  # noqa: E402
 from tests.fakes.moodle import DEFAULT_TOKEN  # noqa: E402
 
 from subprocesses import free_port, stop, wait_until_answering  # noqa: E402
-from zoho_moodle_sync import ingress, tenants  # noqa: E402
+from zoho_moodle_sync import tenants  # noqa: E402
 from zoho_moodle_sync.db import migrate  # noqa: E402
 from zoho_moodle_sync.db.jobs import Job, JobKind, MoodleCall  # noqa: E402
 from zoho_moodle_sync.db.session import Database, make_engine  # noqa: E402
 from zoho_moodle_sync.entities import ENTITY_BY_KEY  # noqa: E402
+from zoho_moodle_sync.ingress import events, pipeline  # noqa: E402
 from zoho_moodle_sync.settings import Settings  # noqa: E402
 from zoho_moodle_sync.tenants import TenantContext  # noqa: E402
 from zoho_moodle_sync.worker.runner import Worker  # noqa: E402
@@ -237,7 +238,7 @@ def store(
     outcomes: Counter[str] = Counter()
     for start in range(0, len(records), REQUEST_RECORDS):
         body = orjson.dumps({"data": list(records[start : start + REQUEST_RECORDS])})
-        request = ingress.InboundRequest(
+        request = events.InboundRequest(
             source="sync",
             method="POST",
             route=f"/v1/sync/{entity}",
@@ -246,8 +247,8 @@ def store(
             headers={"content-type": "application/json"},
             body=body,
         )
-        event_id = ingress.store_inbound(db, request, tenant_id=tenant.id, entity=entity)
-        report = ingress.run_sync(
+        event_id = events.store_inbound(db, request, tenant_id=tenant.id, entity=entity)
+        report = pipeline.run_sync(
             db,
             tenant=tenant,
             entity=spec,

@@ -14,11 +14,12 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from zoho_moodle_sync import credentials, ingress, tenants
+from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord, Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.errors import SyncServiceError
+from zoho_moodle_sync.ingress import events, pipeline, webhooks
 from zoho_moodle_sync.jobs import operator
 from zoho_moodle_sync.settings import Settings, get_settings
 
@@ -297,7 +298,7 @@ def events_list(
 ) -> None:
     """List stored inbound requests, newest first."""
     with _database(database_url).sessions() as session:
-        for event in ingress.list_events(session, status=status, limit=limit):
+        for event in events.list_events(session, status=status, limit=limit):
             typer.echo(
                 f"{event.id}\t{event.received_at:%Y-%m-%d %H:%M:%S}\t{event.status}\t"
                 f"{event.http_status or '-'}\t{event.method} {event.route}\t{event.body_size} bytes"
@@ -332,14 +333,14 @@ def events_replay(event_id: int, database_url: DatabaseUrl = None) -> None:
     webhook (whose records are fetched from Zoho again)."""
     settings = _settings(database_url)
     db = Database.from_settings(settings)
-    if ingress.is_webhook(db, event_id):
+    if events.is_webhook(db, event_id):
         import asyncio
 
         import httpx
 
         from zoho_moodle_sync.worker import completion
 
-        new_id = ingress.replay_webhook(db, event_id)
+        new_id = webhooks.replay_webhook(db, event_id)
 
         async def complete() -> None:
             async with httpx.AsyncClient(timeout=30) as http:
@@ -359,7 +360,7 @@ def events_replay(event_id: int, database_url: DatabaseUrl = None) -> None:
                 }
             )
         return
-    report = ingress.replay(db, event_id, max_records=settings.max_batch_records)
+    report = pipeline.replay(db, event_id, max_records=settings.max_batch_records)
     _print_json(
         {"event_id": report.event_id, "summary": report.summary(), "released": len(report.released)}
     )
@@ -388,7 +389,7 @@ def parked_list(
 @parked_app.command("sweep")
 def parked_sweep(database_url: DatabaseUrl = None) -> None:
     """Release parked records whose dependencies are stored now."""
-    typer.echo(f"released {ingress.sweep_all_tenants(_database(database_url))} record(s)")
+    typer.echo(f"released {pipeline.sweep_all_tenants(_database(database_url))} record(s)")
 
 
 @app.command()

@@ -48,6 +48,15 @@ class RequestRejected(SyncServiceError):
         self.event_id: int | None = None
         """The stored inbound event this refusal is about, when there is one."""
 
+    def document(self) -> dict[str, Any]:
+        """The refusal as the JSON body of its answer: `{"error": {code, message, ...}}`."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        if self.event_id is not None:
+            error["event_id"] = self.event_id
+        return {"error": error}
+
 
 class MalformedBody(RequestRejected):
     status_code = 400

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import Job, JobKind, MoodleCall
+from zoho_moodle_sync.db.models import Tenant
+from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.records import warning_summary
 
 LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 21600, 86400)
@@ -83,3 +85,9 @@ def _labels(**values: str) -> str:
         return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
     return ",".join(f'{name}="{escape(value)}"' for name, value in values.items())
+
+
+def render(db: Database) -> str:
+    with db.sessions() as session:
+        slugs = {tenant.id: tenant.slug for tenant in session.scalars(select(Tenant))}
+        return prometheus_text(session, slugs)

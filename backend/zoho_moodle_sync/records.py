@@ -11,7 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait, RecordOutcome
+from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY, EntitySpec
+from zoho_moodle_sync.errors import NotFound, Unprocessable
+from zoho_moodle_sync.jobs import operator
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -157,3 +160,36 @@ def warning_summary(
         for code in {w["code"] for w in warnings}:
             entry["codes"][code] = entry["codes"].get(code, 0) + 1
     return summary
+
+
+def record_view(
+    db: Database, *, tenant_id: int, entity: str, zoho_id: str, history: int
+) -> dict[str, Any]:
+    """`GET /v1/records/...`: what is known of one record, with its Moodle side and jobs."""
+    spec = ENTITY_BY_KEY.get(entity)
+    if spec is None:
+        raise NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+    with db.sessions() as session:
+        view = describe(session, tenant_id=tenant_id, entity=spec, zoho_id=zoho_id, history=history)
+        if view is None:
+            raise NotFound(f"no {spec.label} {zoho_id} has reached this service")
+        view["delivery"] = operator.delivery_of(
+            session, tenant_id=tenant_id, entity=spec.key, zoho_id=zoho_id
+        )
+        return view
+
+
+def warnings_view(
+    db: Database, *, tenant_id: int, entity: str | None, limit: int
+) -> dict[str, Any]:
+    """`GET /v1/warnings`: the tenant's records stored with warnings."""
+    spec = None
+    if entity is not None:
+        spec = ENTITY_BY_KEY.get(entity)
+        if spec is None:
+            raise Unprocessable(
+                f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}",
+                details=[{"field": "entity", "message": "unknown"}],
+            )
+    with db.sessions() as session:
+        return {"warnings": warnings_list(session, tenant_id=tenant_id, entity=spec, limit=limit)}

@@ -23,7 +23,7 @@ from tests.factories import (
     UnitRecordFactory,
     zoho_datetime,
 )
-from zoho_moodle_sync import ingress, records
+from zoho_moodle_sync import records
 from zoho_moodle_sync.db.jobs import Job
 from zoho_moodle_sync.db.models import (
     ENTITY_TABLES,
@@ -34,7 +34,9 @@ from zoho_moodle_sync.db.models import (
 )
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY
-from zoho_moodle_sync.ingress import InboundRequest, SyncReport
+from zoho_moodle_sync.ingress import events, pipeline
+from zoho_moodle_sync.ingress.events import InboundRequest
+from zoho_moodle_sync.ingress.pipeline import SyncReport
 from zoho_moodle_sync.service import RecordResult
 from zoho_moodle_sync.tenants import TenantContext, context_of, create
 
@@ -64,8 +66,8 @@ def inbound(entity: str, batch: Sequence[Any], **changes: Any) -> InboundRequest
 def send(db: Database, tenant: TenantContext, entity: str, batch: Sequence[Any]) -> SyncReport:
     """One request: the body is stored and committed, then processed in its own transaction."""
     request = inbound(entity, batch)
-    event_id = ingress.store_inbound(db, request, tenant_id=tenant.id, entity=entity)
-    return ingress.run_sync(
+    event_id = events.store_inbound(db, request, tenant_id=tenant.id, entity=entity)
+    return pipeline.run_sync(
         db,
         tenant=tenant,
         entity=ENTITY_BY_KEY[entity],
@@ -116,7 +118,7 @@ def send_before(
     in one transaction."""
     with db.sessions.begin() as session:
         for key in ENTITY_KEYS[: ENTITY_KEYS.index(entity)]:
-            results, freed = ingress.process_records(
+            results, freed = pipeline.process_records(
                 session,
                 tenant=tenant,
                 entity=ENTITY_BY_KEY[key],

@@ -23,11 +23,11 @@ from tests.integration.harness import (
     stored,
     stored_ids,
 )
-from zoho_moodle_sync import ingress
 from zoho_moodle_sync.db.models import InboundEvent, RecordOutcome
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import MalformedBody, NotFound, RequestRejected
+from zoho_moodle_sync.ingress import events, pipeline
 from zoho_moodle_sync.mapping import DEFAULT_MAPPING
 from zoho_moodle_sync.service import Outcome
 from zoho_moodle_sync.tenants import TenantContext
@@ -52,7 +52,7 @@ def test_the_raw_request_is_stored_and_committed_before_it_is_processed(
         },
     )
 
-    event_id = ingress.store_inbound(db, request, tenant_id=tenant.id, entity="students")
+    event_id = events.store_inbound(db, request, tenant_id=tenant.id, entity="students")
 
     # Another connection sees it: it is committed, and nothing of it is processed yet.
     elsewhere = Database(db.url)
@@ -81,7 +81,7 @@ def test_the_raw_request_is_stored_and_committed_before_it_is_processed(
     assert (kept.summary, kept.http_status, kept.processed_at) == (None, None, None)
     assert stored_ids(db, tenant, "students") == set()
 
-    report = ingress.run_sync(
+    report = pipeline.run_sync(
         db,
         tenant=tenant,
         entity=STUDENTS,
@@ -112,10 +112,10 @@ def test_an_event_whose_processing_fails_is_kept_and_marked_failed(
     # A tenant removed while its request was in flight: every insert breaks a foreign key.
     gone = TenantContext(id=tenant.id + 1000, slug="gone", mapping=DEFAULT_MAPPING)
     request = inbound("students", [StudentRecordFactory()])
-    event_id = ingress.store_inbound(db, request, tenant_id=tenant.id, entity="students")
+    event_id = events.store_inbound(db, request, tenant_id=tenant.id, entity="students")
 
     with pytest.raises(Exception, match=r"(?i)foreign key"):
-        ingress.run_sync(
+        pipeline.run_sync(
             db,
             tenant=gone,
             entity=STUDENTS,
@@ -163,10 +163,10 @@ def test_a_rejected_request_is_kept_and_marked_rejected_with_the_reason(
     words: str,
 ) -> None:
     request = inbound("students", [], body=body, content_type=content_type)
-    event_id = ingress.store_inbound(db, request, tenant_id=tenant.id, entity="students")
+    event_id = events.store_inbound(db, request, tenant_id=tenant.id, entity="students")
 
     with pytest.raises(RequestRejected) as refusal:
-        ingress.run_sync(
+        pipeline.run_sync(
             db,
             tenant=tenant,
             entity=STUDENTS,
@@ -194,7 +194,7 @@ def test_replay_makes_a_new_event_with_the_same_body_and_the_same_results(
     original = send(db, tenant, "students", [good, nameless])
     assert outcomes(original.results) == ["NEW", "INVALID"]
 
-    replayed = ingress.replay(db, original.event_id, max_records=MAX_RECORDS)
+    replayed = pipeline.replay(db, original.event_id, max_records=MAX_RECORDS)
 
     assert replayed.event_id != original.event_id
     assert outcomes(replayed.results) == ["UNCHANGED", "INVALID"]
@@ -248,7 +248,7 @@ def test_replay_of_a_parked_request_after_its_dependency_arrived_finds_it_unchan
     arrival = send(db, tenant, "students", [student])
     assert [(r.zoho_id, r.outcome) for r in arrival.released] == [(enrollment["id"], Outcome.NEW)]
 
-    replayed = ingress.replay(db, waiting.event_id, max_records=MAX_RECORDS)
+    replayed = pipeline.replay(db, waiting.event_id, max_records=MAX_RECORDS)
 
     assert outcomes(replayed.results) == ["UNCHANGED"]
     assert replayed.released == []
@@ -263,9 +263,9 @@ def test_replaying_a_rejected_event_is_rejected_again_as_a_new_event(
     db: Database, tenant: TenantContext
 ) -> None:
     request = inbound("students", [], body=b'{"data": [', content_type="application/json")
-    event_id = ingress.store_inbound(db, request, tenant_id=tenant.id, entity="students")
+    event_id = events.store_inbound(db, request, tenant_id=tenant.id, entity="students")
     with pytest.raises(MalformedBody):
-        ingress.run_sync(
+        pipeline.run_sync(
             db,
             tenant=tenant,
             entity=STUDENTS,
@@ -276,27 +276,27 @@ def test_replaying_a_rejected_event_is_rejected_again_as_a_new_event(
         )
 
     with pytest.raises(MalformedBody):
-        ingress.replay(db, event_id, max_records=MAX_RECORDS)
+        pipeline.replay(db, event_id, max_records=MAX_RECORDS)
 
     with db.sessions() as session:
-        events = ingress.list_events(session, tenant_id=tenant.id)
-    assert [(e.replay_of, e.status, e.http_status) for e in events] == [
+        stored = events.list_events(session, tenant_id=tenant.id)
+    assert [(e.replay_of, e.status, e.http_status) for e in stored] == [
         (event_id, "rejected", 400),
         (None, "rejected", 400),
     ]
 
 
 def test_replay_refuses_events_it_cannot_replay(db: Database, tenant: TenantContext) -> None:
-    cut = ingress.store_inbound(
+    cut = events.store_inbound(
         db,
         inbound("students", [StudentRecordFactory()], body_truncated=True, body_size=3_000_000),
         tenant_id=tenant.id,
         entity="students",
     )
-    tenantless = ingress.store_inbound(
+    tenantless = events.store_inbound(
         db, inbound("students", [StudentRecordFactory()]), tenant_id=None, entity="students"
     )
-    no_entity = ingress.store_inbound(
+    no_entity = events.store_inbound(
         db, inbound("pupils", [StudentRecordFactory()]), tenant_id=tenant.id, entity=None
     )
 
@@ -307,7 +307,7 @@ def test_replay_refuses_events_it_cannot_replay(db: Database, tenant: TenantCont
         (max(cut, tenantless, no_entity) + 100, "no inbound event"),
     ]:
         with pytest.raises(NotFound, match=words):
-            ingress.replay(db, event_id, max_records=MAX_RECORDS)
+            pipeline.replay(db, event_id, max_records=MAX_RECORDS)
     assert count(db, InboundEvent) == 3
     assert event(db, cut).body_size == 3_000_000
 
@@ -318,11 +318,11 @@ def test_list_events_shows_the_newest_first_by_tenant_and_status(
     other = new_tenant(db, "riverside")
     first = send(db, tenant, "students", [StudentRecordFactory()]).event_id
     theirs = send(db, other, "students", [StudentRecordFactory()]).event_id
-    refused = ingress.store_inbound(
+    refused = events.store_inbound(
         db, inbound("students", [], body=b"not json"), tenant_id=tenant.id, entity="students"
     )
     with pytest.raises(MalformedBody):
-        ingress.run_sync(
+        pipeline.run_sync(
             db,
             tenant=tenant,
             entity=STUDENTS,
@@ -334,12 +334,12 @@ def test_list_events_shows_the_newest_first_by_tenant_and_status(
     last = send(db, tenant, "students", [StudentRecordFactory()]).event_id
 
     with db.sessions() as session:
-        everything = [e.id for e in ingress.list_events(session)]
-        mine = [e.id for e in ingress.list_events(session, tenant_id=tenant.id)]
-        processed = [e.id for e in ingress.list_events(session, status="processed")]
-        rejected = [(e.id, e.error) for e in ingress.list_events(session, status="rejected")]
-        latest = [e.id for e in ingress.list_events(session, tenant_id=tenant.id, limit=2)]
-        theirs_only = [e.id for e in ingress.list_events(session, tenant_id=other.id)]
+        everything = [e.id for e in events.list_events(session)]
+        mine = [e.id for e in events.list_events(session, tenant_id=tenant.id)]
+        processed = [e.id for e in events.list_events(session, status="processed")]
+        rejected = [(e.id, e.error) for e in events.list_events(session, status="rejected")]
+        latest = [e.id for e in events.list_events(session, tenant_id=tenant.id, limit=2)]
+        theirs_only = [e.id for e in events.list_events(session, tenant_id=other.id)]
 
     assert everything == [last, refused, theirs, first]
     assert mine == [last, refused, first]

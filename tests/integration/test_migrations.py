@@ -16,12 +16,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, make_url, text
 
 from tests.factories import StudentRecordFactory
-from zoho_moodle_sync import ingress
 from zoho_moodle_sync.db import jobs as _job_tables  # noqa: F401  (registers its tables)
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.base import Base
 from zoho_moodle_sync.db.session import Database, make_engine
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.ingress import pipeline
 from zoho_moodle_sync.tenants import context_of, ensure
 
 MODEL_TABLES = set(Base.metadata.tables)
@@ -79,7 +79,7 @@ def store_a_student(url: str) -> str:
         with database.sessions.begin() as session:
             tenant = context_of(ensure(session, "default"))
             student = StudentRecordFactory()
-            results, _ = ingress.process_records(
+            results, _ = pipeline.process_records(
                 session,
                 tenant=tenant,
                 entity=ENTITY_BY_KEY["students"],

@@ -50,10 +50,11 @@ from tests.integration.harness import (
     utc,
     waits,
 )
-from zoho_moodle_sync import ingress, service
+from zoho_moodle_sync import service
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait, RecordOutcome
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.ingress import pipeline
 from zoho_moodle_sync.mapper import MappedRecord, map_record
 from zoho_moodle_sync.mapping import DEFAULT_MAPPING
 from zoho_moodle_sync.parser import parse_record
@@ -439,7 +440,7 @@ def test_a_dependency_in_the_same_transaction_resolves_before_or_after(
     seen: list[tuple[str, str | None, str]] = []
     with db.sessions.begin() as session:
         for key, raw in steps:
-            results, freed = ingress.process_records(
+            results, freed = pipeline.process_records(
                 session, tenant=tenant, entity=ENTITY_BY_KEY[key], raw_records=[raw], event_id=None
             )
             seen += [(r.entity, r.zoho_id, r.outcome.value) for r in results + freed]
@@ -678,7 +679,7 @@ def test_sweep_releases_records_whose_dependency_was_stored_without_releasing_th
     assert outcomes(batch.results) == ["NEW"]
     assert set(parked(db, tenant)) == {("grades", grade["id"])}
 
-    results = ingress.sweep_parked(db, tenant)
+    results = pipeline.sweep_parked(db, tenant)
 
     assert [(r.entity, r.zoho_id, r.outcome.value) for r in results] == [
         ("grades", grade["id"], "NEW")
@@ -687,7 +688,7 @@ def test_sweep_releases_records_whose_dependency_was_stored_without_releasing_th
     assert row is not None
     assert row["student_zoho_id"] == student["id"]
     assert parked(db, tenant) == {}
-    assert ingress.sweep_parked(db, tenant) == []
+    assert pipeline.sweep_parked(db, tenant) == []
 
 
 def test_a_parked_record_that_never_resolves_stays_visible(
@@ -701,8 +702,8 @@ def test_a_parked_record_that_never_resolves_stays_visible(
     for other in (StudentRecordFactory(program=college["programs"]) for _ in range(3)):
         send(db, tenant, "students", [other])
 
-    assert ingress.sweep_parked(db, tenant) == []
-    assert ingress.sweep_all_tenants(db) == 0
+    assert pipeline.sweep_parked(db, tenant) == []
+    assert pipeline.sweep_all_tenants(db) == 0
 
     view = describe(db, tenant, "payments", payment["id"])
     assert view is not None
@@ -758,7 +759,7 @@ def test_a_tenants_dependency_does_not_satisfy_another_tenants_record(
     assert [r.reason for r in report.results] == ["student_not_synced_yet"]
     assert set(parked(db, other)) == {("enrollments", college["enrollments"]["id"])}
     assert outcomes(send(db, tenant, "students", [college["students"]]).results) == ["UNCHANGED"]
-    assert ingress.sweep_parked(db, other) == []
+    assert pipeline.sweep_parked(db, other) == []
     assert stored(db, other, "enrollments", college["enrollments"]["id"]) is None
     assert describe(db, tenant, "enrollments", college["enrollments"]["id"]) is None
 

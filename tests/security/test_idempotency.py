@@ -37,13 +37,14 @@ from tests.security.conftest import (
     serving,
     store_prerequisites,
 )
-from zoho_moodle_sync import idempotency, ingress, tenants
+from zoho_moodle_sync import tenants
 from zoho_moodle_sync.api.app import create_app
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import InboundEvent, RecordOutcome
 from zoho_moodle_sync.db.security import IdempotentRequest
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.ingress import idempotency, pipeline
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import TenantContext
 
@@ -451,13 +452,13 @@ def test_two_first_arrivals_of_a_record_at_once_are_one_new_and_one_unchanged(
 
     def store(name: str) -> None:
         with db.sessions.begin() as session:
-            results, _ = ingress.process_records(
+            results, _ = pipeline.process_records(
                 session, tenant=tenant, entity=spec, raw_records=[teacher], event_id=None
             )
             seen[name] = results[0].outcome.value
 
     with db.sessions.begin() as session:
-        results, _ = ingress.process_records(
+        results, _ = pipeline.process_records(
             session, tenant=tenant, entity=spec, raw_records=[teacher], event_id=None
         )
         seen["first"] = results[0].outcome.value

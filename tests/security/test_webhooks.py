@@ -50,7 +50,7 @@ from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import Job
 from zoho_moodle_sync.db.models import InboundEvent
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.ingress import STORED_BODY_LIMIT
+from zoho_moodle_sync.ingress.events import STORED_BODY_LIMIT
 from zoho_moodle_sync.sealing import seal
 from zoho_moodle_sync.settings import Settings, get_settings
 
@@ -233,20 +233,28 @@ def test_a_delete_operation_deletes_without_asking_zoho(
     assert fetched_ids(fake_zoho, STUDENTS) == []
 
 
-def test_an_id_only_webhook_without_zoho_credentials_fails_clearly_and_is_kept(
+def test_an_id_only_webhook_without_zoho_credentials_is_refused_at_once_and_kept(
     client: TestClient, db: Database
 ) -> None:
     teacher = TeacherRecordFactory()
 
     response = client.post("/v1/webhooks/zoho/BTEC_Teachers", data={"zoho_id": teacher["id"]})
 
-    assert response.status_code == 202
-    failed = event(db, response.json()["event_id"])
-    assert failed.status == "failed"
-    assert failed.error is not None
-    for fragment in ("id only", "ZOHO_CLIENT_ID", "ZOHO_REFRESH_TOKEN", "replay"):
-        assert fragment in failed.error, failed.error
-    assert failed.body == f"zoho_id={teacher['id']}".encode()
+    error = assert_refused(response, 422, "unprocessable", db)
+    for fragment in (
+        "id only",
+        "ZOHO_CLIENT_ID",
+        "ZOHO_REFRESH_TOKEN",
+        "replay",
+        "tenant set-zoho",
+    ):
+        assert fragment in error["message"], error["message"]
+    assert error["details"] == [
+        {"field": "zoho_id", "message": "id only, and no Zoho API credentials"}
+    ]
+    refused = event(db, error["event_id"])
+    assert refused.error == error["message"]
+    assert refused.body == f"zoho_id={teacher['id']}".encode()
     assert client.get(f"/v1/records/teachers/{teacher['id']}").status_code == 404
 
 
@@ -273,7 +281,8 @@ def test_a_failed_id_only_webhook_is_stored_when_replayed_once_zoho_is_configure
     failed = client.post(
         "/v1/webhooks/zoho", json={"module": ENROLLMENTS, "zoho_id": enrollment["id"]}
     )
-    assert event(db, failed.json()["event_id"]).status == "failed"
+    failed_id = failed.json()["error"]["event_id"]
+    assert event(db, failed_id).status == "rejected"
     _, zoho_url = served_fake_zoho
     monkeypatch.chdir(tmp_path)
     for name in Settings.model_fields:
@@ -286,7 +295,7 @@ def test_a_failed_id_only_webhook_is_stored_when_replayed_once_zoho_is_configure
 
     replayed = CliRunner().invoke(
         cli_app,
-        ["events", "replay", str(failed.json()["event_id"]), "--database-url", database_url],
+        ["events", "replay", str(failed_id), "--database-url", database_url],
     )
     get_settings.cache_clear()
 

@@ -3,7 +3,6 @@ size-limited request body."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
@@ -11,10 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.errors import Forbidden, NotFound, RequestRejected, Unauthenticated
-from zoho_moodle_sync.ingress import STORED_BODY_LIMIT, InboundRequest
+from zoho_moodle_sync.errors import Forbidden, NotFound, Unauthenticated
+from zoho_moodle_sync.ingress.events import STORED_BODY_LIMIT, InboundRequest
+from zoho_moodle_sync.ingress.requests import TenantResolution
 from zoho_moodle_sync.settings import Settings
-from zoho_moodle_sync.tenants import TenantContext
 
 
 def get_settings(request: Request) -> Settings:
@@ -29,16 +28,6 @@ def get_database(request: Request) -> Database:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-
-
-@dataclass(frozen=True)
-class TenantResolution:
-    """The tenant a request belongs to, decided by the credential it presents, or why the
-    request is refused. Routes store what arrived before they act on a refusal."""
-
-    tenant: TenantContext | None
-    error: RequestRejected | None
-    admin: bool = False
 
 
 _REFUSED = "missing or invalid credential"

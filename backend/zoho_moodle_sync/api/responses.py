@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from zoho_moodle_sync.errors import ConfigurationError, RequestRejected
+from zoho_moodle_sync.ingress.events import Answer
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,16 @@ def json_response(content: Any, status_code: int = 200) -> Response:
         content=orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS),
         status_code=status_code,
         media_type="application/json",
+    )
+
+
+def answer_response(answer: Answer) -> Response:
+    """What ingress answered, as the HTTP response."""
+    return Response(
+        content=answer.body,
+        status_code=answer.status_code,
+        media_type="application/json",
+        headers=answer.headers or None,
     )
 
 
@@ -43,24 +54,10 @@ def error_response(
     return response
 
 
-def error_body(error: RequestRejected) -> bytes:
-    """The JSON an error answer carries, for answers remembered and replayed."""
-    response = error_response(
-        error.status_code,
-        error.code,
-        error.message,
-        details=error.details,
-        event_id=error.event_id,
-    )
-    return bytes(response.body)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestRejected)
     async def _rejected(_request: Request, exc: RequestRejected) -> Response:
-        return error_response(
-            exc.status_code, exc.code, exc.message, details=exc.details, event_id=exc.event_id
-        )
+        return json_response(exc.document(), exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> Response:

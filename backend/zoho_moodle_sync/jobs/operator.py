@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import OPEN_STATES, DeliveryPause, Job, JobKind, JobState, MoodleLink
-from zoho_moodle_sync.db.models import ENTITY_TABLES
-from zoho_moodle_sync.errors import Conflict, NotFound
+from zoho_moodle_sync.db.models import ENTITY_TABLES, Tenant
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.errors import ConfigurationError, Conflict, NotFound, Unprocessable
 from zoho_moodle_sync.jobs.queue import enqueue_delivery
 
 JOB_STATES = tuple(state.value for state in JobState)
@@ -49,11 +51,29 @@ def requeue_delivered(session: Session, *, tenant_id: int, entity: str) -> int:
 
 @dataclass(frozen=True)
 class JobFilter:
+    """Which jobs: of a tenant, in a state, of an entity or record, of a kind."""
+
     tenant_id: int | None = None
     state: str | None = None
     entity: str | None = None
     zoho_id: str | None = None
     kind: str | None = None
+
+    @classmethod
+    def checked(
+        cls, tenant_id: int, state: str | None, entity: str | None, zoho_id: str | None
+    ) -> JobFilter:
+        """A filter from what a caller asked, refusing an unknown state or entity."""
+        if state is not None and state not in JOB_STATES:
+            raise Unprocessable(
+                f"unknown job state {state!r}; known: {', '.join(JOB_STATES)}",
+                details=[{"field": "state", "message": "unknown"}],
+            )
+        if entity is not None and entity not in ENTITY_BY_KEY:
+            raise Unprocessable(
+                f"unknown entity {entity!r}", details=[{"field": "entity", "message": "unknown"}]
+            )
+        return cls(tenant_id, state, entity, zoho_id)
 
     def conditions(self) -> list[Any]:
         found: list[Any] = []
@@ -232,3 +252,48 @@ def status(session: Session, *, tenant_id: int | None = None) -> list[dict[str, 
             }
         )
     return report
+
+
+def jobs_view(db: Database, where: JobFilter, *, limit: int) -> dict[str, Any]:
+    with db.sessions() as session:
+        return {"jobs": [job_view(job) for job in list_jobs(session, where, limit=limit)]}
+
+
+def retry_one(db: Database, *, tenant_id: int, job_id: int) -> dict[str, Any]:
+    with db.sessions.begin() as session:
+        return job_view(retry_job(session, tenant_id=tenant_id, job_id=job_id))
+
+
+def retry_all(db: Database, where: JobFilter) -> dict[str, Any]:
+    with db.sessions.begin() as session:
+        return {"retried": retry_jobs(session, where)}
+
+
+def status_report(db: Database, *, moodle_of: Any, warnings_of: Any) -> dict[str, Any]:
+    """`/v1/status`: per tenant, kind and entity the queue; whether each tenant's Moodle is
+    configured (`moodle_of(tenant)`: its connection or None, or a ConfigurationError); and the
+    records with warnings (`warnings_of(session)`)."""
+    with db.sessions() as session:
+        everyone = list(session.scalars(select(Tenant).order_by(Tenant.slug)))
+        rows = status(session)
+        moodle = {}
+        for tenant in everyone:
+            try:
+                configured = moodle_of(tenant) is not None
+                moodle[tenant.slug] = "configured" if configured else "not configured"
+            except ConfigurationError as error:
+                moodle[tenant.slug] = f"misconfigured: {error}"
+        warnings = warnings_of(session)
+    slugs = {tenant.id: tenant.slug for tenant in everyone}
+    for row in rows:
+        tenant_id = row.pop("tenant_id")
+        row["tenant"] = slugs.get(tenant_id) if tenant_id is not None else None
+    return {
+        "moodle": moodle,
+        "delivery": [row for row in rows if row["kind"] == JobKind.DELIVER],
+        "queue": [row for row in rows if row["kind"] != JobKind.DELIVER],
+        "warnings": [
+            {"tenant": slugs.get(tenant_id), "entity": entity, **counts}
+            for (tenant_id, entity), counts in sorted(warnings.items())
+        ],
+    }

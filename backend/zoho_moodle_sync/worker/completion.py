@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session
 
-from zoho_moodle_sync import ingress, tenants
+from zoho_moodle_sync import tenants
 from zoho_moodle_sync.db.jobs import JobKind
 from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
@@ -27,7 +27,8 @@ from zoho_moodle_sync.errors import (
     ZohoRejected,
     ZohoUnavailable,
 )
-from zoho_moodle_sync.ingress import AcceptedEvent
+from zoho_moodle_sync.ingress import webhooks
+from zoho_moodle_sync.ingress.webhooks import AcceptedEvent
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.jobs.queue import Claimed, SettleHook, Verdict
 from zoho_moodle_sync.settings import Settings
@@ -127,7 +128,7 @@ def _accepted(session: Session, job: Claimed) -> AcceptedEvent | None:
     if job.event_id is None:
         return None
     try:
-        return ingress.accepted_webhook(session, job.event_id)
+        return webhooks.accepted_webhook(session, job.event_id)
     except SyncServiceError:  # stored by an earlier version that read it differently
         log.exception("webhook event %s cannot be read back", job.event_id)
         return None
@@ -169,7 +170,7 @@ def _store(db: Database, work: _Work, accepted: AcceptedEvent) -> Verdict:
         records = [work.fetched[i] for i in dict.fromkeys(event.ids) if i in work.fetched]
         gone = [i for i in event.ids if i not in work.fetched]  # no longer in Zoho: deleted
     try:
-        ingress.complete_webhook(db, accepted, records, gone)
+        webhooks.complete_webhook(db, accepted, records, gone)
     except ConfigurationError as error:
         return Verdict("dead", str(error), "configuration_error")
     except Exception as error:  # a defect: retried, and shown on the job and the event

@@ -17,12 +17,13 @@ from typing import Any
 from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from zoho_moodle_sync import ingress, tenants
+from zoho_moodle_sync import tenants
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import OPEN_STATES, Job, JobKind, JobState, MoodleCall
 from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord, RecordOutcome, Tenant
 from zoho_moodle_sync.db.security import IdempotentRequest
 from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.ingress import pipeline
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.jobs.queue import Claimed, Verdict
 from zoho_moodle_sync.settings import Settings
@@ -96,7 +97,7 @@ def _sweep(db: Database, settings: Settings, job: Claimed) -> Verdict:
         tenant = session.get(Tenant, job.tenant_id) if job.tenant_id else None
         context = tenants.context_of(tenant) if tenant and tenant.disabled_at is None else None
     if context is not None:
-        released = ingress.sweep_parked(db, context)
+        released = pipeline.sweep_parked(db, context)
         if released:
             log.info("tenant %s: parked-record sweep released %d", context.slug, len(released))
     if settings.parked_sweep_seconds <= 0 or context is None:

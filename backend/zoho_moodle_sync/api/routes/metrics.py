@@ -6,20 +6,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import tenants
+from zoho_moodle_sync import metrics
 from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep
-from zoho_moodle_sync.metrics import prometheus_text
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", summary="Prometheus metrics (jobs, Moodle calls, delivery latency)")
-async def metrics(_admin: AdminDep, db: DatabaseDep) -> Response:
-    def render() -> str:
-        with db.sessions() as session:
-            slugs = {tenant.id: tenant.slug for tenant in tenants.list_all(session)}
-            return prometheus_text(session, slugs)
-
+async def metrics_text(_admin: AdminDep, db: DatabaseDep) -> Response:
     return Response(
-        await run_in_threadpool(render), media_type="text/plain; version=0.0.4; charset=utf-8"
+        await run_in_threadpool(metrics.render, db),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
     )

@@ -19,6 +19,7 @@ from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.security import IdempotentRequest
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.errors import Conflict, Unprocessable
+from zoho_moodle_sync.ingress.events import Answer
 
 MAX_KEY_LENGTH = 255
 
@@ -108,3 +109,8 @@ def release(db: Database, *, tenant_id: int, key: str) -> None:
                 IdempotentRequest.tenant_id == tenant_id, IdempotentRequest.key == key
             )
         )
+
+
+def replayed(remembered: Remembered) -> Answer:
+    """The first answer again, marked as replayed."""
+    return Answer(remembered.status_code, remembered.body, {"Idempotent-Replayed": "true"})

@@ -1,0 +1,224 @@
+"""Inbound events: every request is stored (and committed) before anything is done with it,
+and its status is recorded afterwards (processed, accepted, duplicate, rejected, failed);
+stored events can be listed and copied for a replay."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.models import InboundEvent
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.errors import NotFound, RequestRejected
+
+log = logging.getLogger(__name__)
+
+STORED_BODY_LIMIT = 64 * 1024
+"""How much of a body over the size limit is kept, so the refusal can still be inspected."""
+
+_KEPT_HEADERS = {
+    "content-type",
+    "content-length",
+    "user-agent",
+    "x-request-id",
+    "x-tenant-id",
+    "idempotency-key",
+    "x-forwarded-for",
+}
+_SECRET_WORDS = ("token", "secret", "key", "password", "auth", "signature")
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """What arrived, as the API layer saw it."""
+
+    source: str
+    method: str
+    route: str
+    content_type: str | None
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+    body_truncated: bool = False
+    body_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the service answers a request: the API layer sends it as it is."""
+
+    status_code: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, content: Any, status_code: int = 200) -> Answer:
+        return cls(status_code, orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS))
+
+
+def redact_query(query: Mapping[str, str]) -> dict[str, str]:
+    return {clean(k): "***" if _looks_secret(k) else clean(v) for k, v in query.items()}
+
+
+def clean(text: str, limit: int = 1000) -> str:
+    """Text a JSON column can hold: no NUL, bounded."""
+    return text.replace("\x00", "\ufffd")[:limit]
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Only headers worth keeping for diagnosis; never a credential."""
+    return {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower() in _KEPT_HEADERS and not _looks_secret(k)
+    }
+
+
+def _looks_secret(name: str) -> bool:
+    lowered = name.lower()
+    return lowered != "idempotency-key" and any(word in lowered for word in _SECRET_WORDS)
+
+
+def store_inbound(
+    db: Database, request: InboundRequest, *, tenant_id: int | None, entity: str | None
+) -> int:
+    """Persist the raw request and commit, before anything else is done with it."""
+    with db.sessions.begin() as session:
+        event = InboundEvent(
+            tenant_id=tenant_id,
+            source=request.source,
+            method=request.method,
+            route=clean(request.route, 300),
+            entity=entity,
+            content_type=clean(request.content_type, 200) if request.content_type else None,
+            query=redact_query(request.query),
+            headers=kept_headers(request.headers),
+            body=request.body,
+            body_size=request.body_size if request.body_size is not None else len(request.body),
+            body_sha256=hashlib.sha256(request.body).hexdigest(),
+            body_truncated=request.body_truncated,
+            status="received",
+        )
+        session.add(event)
+        session.flush()
+        return event.id
+
+
+def set_status(session: Session, event_id: int, **values: Any) -> None:
+    """Record how an event's processing ended; an UPDATE, so its body is never read back."""
+    session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == event_id)
+        .values(**values, processed_at=utcnow())
+    )
+
+
+def mark_rejected(
+    db: Database, event_id: int, error: RequestRejected, **known: int | str | None
+) -> None:
+    """`known`: what the refusal came to know of the event (its `tenant_id` and `entity`, so
+    that it can be replayed once the cause is fixed)."""
+    with db.sessions.begin() as session:
+        set_status(
+            session,
+            event_id,
+            status="rejected",
+            http_status=error.status_code,
+            error=error.message,
+            **known,
+        )
+
+
+def mark_failed(db: Database, event_id: int, error: BaseException) -> None:
+    try:
+        with db.sessions.begin() as session:
+            set_status(
+                session,
+                event_id,
+                status="failed",
+                http_status=500,
+                error=f"{type(error).__name__}: {error}"[:4000],
+            )
+    except SQLAlchemyError:
+        log.exception("could not record the failure of inbound event %s", event_id)
+
+
+def refuse(
+    db: Database, event_id: int, error: RequestRejected, **known: int | str | None
+) -> RequestRejected:
+    """Record that the stored event `event_id` was refused with `error`, and return the error,
+    naming the event, for the caller to raise."""
+    mark_rejected(db, event_id, error, **known)
+    error.event_id = event_id
+    return error
+
+
+def mark_duplicate(db: Database, event_id: int) -> None:
+    """A repeat of a request already answered: stored, answered as the first, not processed."""
+    with db.sessions.begin() as session:
+        set_status(session, event_id, status="duplicate", http_status=None)
+
+
+def is_webhook(db: Database, event_id: int) -> bool:
+    with db.sessions() as session:
+        return session.scalar(select(InboundEvent.source).where(InboundEvent.id == event_id)) == (
+            "webhook"
+        )
+
+
+def replayable(session: Session, event_id: int) -> InboundEvent:
+    original = session.get(InboundEvent, event_id)
+    if original is None:
+        raise NotFound(f"no inbound event {event_id}")
+    if original.entity is None or original.entity not in ENTITY_BY_KEY:
+        raise NotFound(f"inbound event {event_id} names no entity to replay")
+    if original.tenant_id is None:
+        raise NotFound(f"inbound event {event_id} belongs to no tenant")
+    if original.body_truncated:
+        raise NotFound(f"inbound event {event_id} was over the size limit; its body is cut")
+    return original
+
+
+def copy_event(
+    session: Session, original: InboundEvent, *, source: str, status: str
+) -> InboundEvent:
+    copy = InboundEvent(
+        tenant_id=original.tenant_id,
+        source=source,
+        method=original.method,
+        route=original.route,
+        entity=original.entity,
+        content_type=original.content_type,
+        query=original.query,
+        headers=original.headers,
+        body=original.body,
+        body_size=original.body_size,
+        body_sha256=original.body_sha256,
+        body_truncated=False,
+        status=status,
+        replay_of=original.id,
+    )
+    session.add(copy)
+    session.flush()
+    return copy
+
+
+def list_events(
+    session: Session, *, tenant_id: int | None = None, status: str | None = None, limit: int = 50
+) -> list[InboundEvent]:
+    query = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(limit)
+    if tenant_id is not None:
+        query = query.where(InboundEvent.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(InboundEvent.status == status)
+    return list(session.scalars(query))

@@ -1,0 +1,259 @@
+"""The pipeline of a batch of records: parser → mapper → service in the caller's transaction,
+the delivery jobs of what changed, and the parked records the batch released run through the
+same pipeline; plus the `/v1/sync` requests (run and replay) and deletions around it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from zoho_moodle_sync import parser, service, tenants
+from zoho_moodle_sync.db.models import Tenant
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
+from zoho_moodle_sync.errors import NotFound, RequestRejected
+from zoho_moodle_sync.ingress.events import (
+    copy_event,
+    mark_failed,
+    mark_rejected,
+    replayable,
+    set_status,
+)
+from zoho_moodle_sync.jobs import queue
+from zoho_moodle_sync.mapper import map_record
+from zoho_moodle_sync.service import Outcome, RecordResult
+from zoho_moodle_sync.tenants import TenantContext
+
+_DELIVERED = (Outcome.NEW, Outcome.UPDATED)
+"""Outcomes that change what Moodle should hold."""
+
+
+@dataclass
+class SyncReport:
+    event_id: int
+    entity: str
+    results: list[RecordResult]
+    released: list[RecordResult] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        counts = {outcome.value: 0 for outcome in Outcome}
+        for result in self.results:
+            counts[result.outcome.value] += 1
+        return {"total": len(self.results), **counts}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "entity": self.entity,
+            "summary": self.summary(),
+            "results": [r.as_dict() for r in self.results],
+            "released": [r.as_dict() for r in self.released],
+        }
+
+
+def run_sync(
+    db: Database,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    event_id: int,
+    body: bytes,
+    content_type: str | None,
+    max_records: int,
+) -> SyncReport:
+    """Process a stored `POST /v1/sync/{entity}` body; marks the event processed or rejected."""
+    try:
+        raw_records = parser.parse_sync_body(body, content_type, max_records=max_records)
+    except RequestRejected as error:
+        mark_rejected(db, event_id, error)
+        raise
+    try:
+        with db.sessions.begin() as session:
+            results, released = process_records(
+                session,
+                tenant=tenant,
+                entity=entity,
+                raw_records=raw_records,
+                event_id=event_id,
+                nul_free=not parser.may_hold_nul(body),
+            )
+            report = SyncReport(event_id, entity.key, results, released)
+            finish(session, event_id, report)
+            return report
+    except Exception as error:
+        mark_failed(db, event_id, error)
+        raise
+
+
+def run_delete(
+    db: Database,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    event_id: int,
+    zoho_ids: Sequence[str],
+) -> SyncReport:
+    """Records deleted in Zoho: marked deleted, and their Moodle side follows the removal
+    policy through the outbox."""
+    try:
+        with db.sessions.begin() as session:
+            results = delete_records(
+                session, tenant=tenant, entity=entity, zoho_ids=zoho_ids, event_id=event_id
+            )
+            report = SyncReport(event_id, entity.key, results)
+            finish(session, event_id, report)
+            return report
+    except Exception as error:
+        mark_failed(db, event_id, error)
+        raise
+
+
+def delete_records(
+    session: Session,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    zoho_ids: Sequence[str],
+    event_id: int | None,
+) -> list[RecordResult]:
+    """Mark records deleted and queue their removal in Moodle, in the caller's transaction."""
+    results = service.delete_records(
+        session=session,
+        tenant_id=tenant.id,
+        entity=entity.key,
+        zoho_ids=zoho_ids,
+        event_id=event_id,
+    )
+    _enqueue_delivery(
+        session,
+        tenant=tenant,
+        entity=entity,
+        zoho_ids=[r.zoho_id for r in results if r.zoho_id and r.outcome is Outcome.DELETED],
+        action="remove",
+    )
+    return results
+
+
+def process_records(
+    session: Session,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    raw_records: Sequence[Any],
+    event_id: int | None,
+    from_request: bool = True,
+    nul_free: bool = False,
+) -> tuple[list[RecordResult], list[RecordResult]]:
+    """Parse, map and apply records of one entity, then run the parked records their arrival
+    released; returns the records' results and the released records' results. `nul_free`: the
+    records are known to hold no NUL character (see `parser.parse_record`)."""
+    mapping = tenant.mapping.for_entity(entity)
+    items: list[tuple[int | None, service.BatchItem]] = []
+    for index, raw in enumerate(raw_records):
+        record = parser.parse_record(raw, nul_free=nul_free)
+        item = map_record(mapping, record) if isinstance(record, parser.ZohoRecord) else record
+        items.append((index if from_request else None, item))
+    batch = service.apply_batch(
+        session=session, tenant_id=tenant.id, mapping=mapping, items=items, event_id=event_id
+    )
+    _enqueue_delivery(
+        session,
+        tenant=tenant,
+        entity=entity,
+        zoho_ids=[r.zoho_id for r in batch.results if r.zoho_id and r.outcome in _DELIVERED],
+    )
+    freed = service.release_parked(
+        session=session, tenant_id=tenant.id, entity=entity.key, stored_ids=batch.stored_ids
+    )
+    return batch.results, _run_released(session, tenant, freed, event_id)
+
+
+def _enqueue_delivery(
+    session: Session,
+    *,
+    tenant: TenantContext,
+    entity: EntitySpec,
+    zoho_ids: list[str],
+    action: str = "sync",
+) -> None:
+    """Queue the Moodle side of changed records, for entities that have one."""
+    if zoho_ids:
+        queue.enqueue_delivery(
+            session, tenant_id=tenant.id, entity=entity.key, zoho_ids=zoho_ids, action=action
+        )
+
+
+def _run_released(
+    session: Session,
+    tenant: TenantContext,
+    freed: Sequence[service.ReleasedRecord],
+    event_id: int | None,
+) -> list[RecordResult]:
+    by_entity: dict[str, list[dict[str, Any]]] = {}
+    for record in freed:
+        by_entity.setdefault(record.entity, []).append(record.raw)
+    released: list[RecordResult] = []
+    for key, raws in by_entity.items():
+        results, cascade = process_records(
+            session,
+            tenant=tenant,
+            entity=ENTITY_BY_KEY[key],
+            raw_records=raws,
+            event_id=event_id,
+            from_request=False,
+        )
+        released += results + cascade
+    return released
+
+
+def finish(session: Session, event_id: int, report: SyncReport, *, http_status: int = 200) -> None:
+    """Record that an event was processed, with its summary."""
+    set_status(
+        session,
+        event_id,
+        status="processed",
+        http_status=http_status,
+        summary={**report.summary(), "released": len(report.released)},
+    )
+
+
+def sweep_parked(db: Database, tenant: TenantContext) -> list[RecordResult]:
+    """Release parked records whose dependencies arrived in a concurrent transaction."""
+    with db.sessions.begin() as session:
+        freed = service.sweep_parked(session=session, tenant_id=tenant.id)
+        return _run_released(session, tenant, freed, None)
+
+
+def sweep_all_tenants(db: Database) -> int:
+    """Sweep every active tenant; returns how many parked records were released."""
+    with db.sessions() as session:
+        contexts = [tenants.context_of(t) for t in tenants.list_all(session) if not t.disabled_at]
+    return sum(len(sweep_parked(db, context)) for context in contexts)
+
+
+def replay(db: Database, event_id: int, *, max_records: int) -> SyncReport:
+    """Run a stored `/v1/sync` event through the pipeline again, as a new event."""
+    with db.sessions.begin() as session:
+        original = replayable(session, event_id)
+        if original.source == "webhook":
+            raise NotFound(f"inbound event {event_id} is a webhook: replay it as one")
+        tenant = tenants.context_of(session.get_one(Tenant, original.tenant_id))
+        copy = copy_event(session, original, source="replay", status="received")
+        new_id, entity, body, content_type = (
+            copy.id,
+            ENTITY_BY_KEY[str(original.entity)],
+            original.body,
+            original.content_type,
+        )
+    return run_sync(
+        db,
+        tenant=tenant,
+        entity=entity,
+        event_id=new_id,
+        body=body,
+        content_type=content_type,
+        max_records=max_records,
+    )
