@@ -62,12 +62,13 @@ import factory.random  # noqa: E402
 from tests import factories  # noqa: E402
 
 from subprocesses import free_port, stop, wait_until_answering  # noqa: E402
-from zoho_moodle_sync import mapper, parser, service  # noqa: E402
+from zoho_moodle_sync import mapper, parser  # noqa: E402
 from zoho_moodle_sync.db import migrate  # noqa: E402
 from zoho_moodle_sync.db.base import utcnow  # noqa: E402
 from zoho_moodle_sync.db.models import ENTITY_TABLES, Tenant  # noqa: E402
 from zoho_moodle_sync.db.session import make_engine  # noqa: E402
 from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY  # noqa: E402
+from zoho_moodle_sync.fingerprint import fingerprint  # noqa: E402
 from zoho_moodle_sync.mapping import DEFAULT_MAPPING  # noqa: E402
 from zoho_moodle_sync.settings import Settings  # noqa: E402
 
@@ -190,7 +191,7 @@ def _raw_rows(entity: str, records: Sequence[Record]) -> list[dict[str, Any]]:
                 **item.record.model_dump(),
                 "tenant_id": None,
                 "zoho_id": item.zoho_id,
-                "fingerprint": service.fingerprint(item.data),
+                "fingerprint": fingerprint(item.data),
                 "zoho_modified_time": item.modified_time,
                 "data": item.data,
                 "raw": item.raw,

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from zoho_moodle_sync.zoho.ids import is_zoho_id
+
 
 @dataclass(frozen=True)
 class Zoho:
@@ -38,7 +40,6 @@ class Zoho:
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Moodle's validate_email accepts roughly this; stricter checks belong to Moodle.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-_ZOHO_ID = re.compile(r"^\d{1,32}$")
 # Amounts are stored as NUMERIC(18, 4): refuse what the column would round or overflow.
 _AMOUNT_DECIMALS = 4
 _AMOUNT_DIGITS = 14
@@ -116,7 +117,7 @@ def _lookup_id(value: Any) -> Any:
         value = str(value)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _ZOHO_ID.match(value):
+    if not is_zoho_id(value):
         raise ValueError(
             f"expected a Zoho record id (digits) or a lookup {{name, id}}, got {value!r}"
         )

@@ -14,8 +14,7 @@ from typing import Any
 import orjson
 
 from zoho_moodle_sync.errors import MalformedBody, Unprocessable, UnsupportedMediaType
-
-_ZOHO_ID_MAX = 32
+from zoho_moodle_sync.zoho.ids import is_zoho_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +121,7 @@ def parse_record(raw: Any, *, nul_free: bool = False) -> ZohoRecord | Unreadable
         return UnreadableRecord(
             None, (FieldError("id", "missing: every record needs its Zoho id"),)
         )
-    if not isinstance(zoho_id, str) or not zoho_id.isdigit() or len(zoho_id) > _ZOHO_ID_MAX:
+    if not is_zoho_id(zoho_id):
         return UnreadableRecord(
             None, (FieldError("id", f"not a Zoho record id (up to 32 digits): {zoho_id!r}"),)
         )

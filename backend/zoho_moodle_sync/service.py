@@ -7,14 +7,12 @@ handed back by `release_parked` once those dependencies are stored. Flushes, nev
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-import orjson
 from sqlalchemy import (
     ColumnElement,
     String,
@@ -35,6 +33,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait, RecordOutcome
 from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY, FieldSpec, dependents_of
+from zoho_moodle_sync.fingerprint import fingerprint
 from zoho_moodle_sync.mapper import InvalidRecord, MappedRecord
 from zoho_moodle_sync.mapping import EntityMapping
 from zoho_moodle_sync.parser import UnreadableRecord
@@ -107,11 +106,6 @@ class BatchResult:
     results: list[RecordResult] = field(default_factory=list)
     stored_ids: list[str] = field(default_factory=list)
     """Ids stored by this batch (new, updated or unchanged): what parked records may wait for."""
-
-
-def fingerprint(data: dict[str, Any]) -> str:
-    """SHA256 of the canonical JSON of the domain fields (sorted keys, one spelling per value)."""
-    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from zoho_moodle_sync.errors import MalformedBody, Unprocessable, UnsupportedMediaType
 from zoho_moodle_sync.parser import decode_json, looks_like_json, media_type
+from zoho_moodle_sync.zoho.ids import is_zoho_id
 
 _ID_KEYS = ("zoho_id", "id", "record_id", "Id")
 _META_KEYS = frozenset({"module", "zoho_id", "record_id", "operation", "token", "channel_id"})
@@ -181,7 +182,7 @@ def _check_ids(ids: list[str]) -> None:
             f"Too many ids in one event: {len(ids)}; the limit is {_MAX_IDS}",
             details=[{"field": "ids", "message": f"more than {_MAX_IDS}"}],
         )
-    bad = [i for i in ids if not i.isdigit() or len(i) > 32]
+    bad = [i for i in ids if not is_zoho_id(i)]
     if bad:
         raise Unprocessable(
             f"Not Zoho record ids (digits): {', '.join(repr(b) for b in bad[:5])}",

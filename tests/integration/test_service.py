@@ -54,6 +54,7 @@ from zoho_moodle_sync import service
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait, RecordOutcome
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.fingerprint import fingerprint
 from zoho_moodle_sync.ingress import pipeline
 from zoho_moodle_sync.mapper import MappedRecord, map_record
 from zoho_moodle_sync.mapping import DEFAULT_MAPPING
@@ -203,7 +204,7 @@ def test_a_new_record_is_stored_and_an_identical_resend_writes_nothing(
     expected = expected_row(entity, record)
     assert {name: row[name] for name in expected} == expected
     assert row["raw"] == record
-    assert row["fingerprint"] == service.fingerprint(row["data"])
+    assert row["fingerprint"] == fingerprint(row["data"])
     assert row["zoho_modified_time"] == utc(record["Modified_Time"])
     assert row["last_event_id"] == first.event_id
     assert row["created_at"] == row["updated_at"]

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import __version__, credentials, tenants
 from zoho_moodle_sync.api.docs_pages import install_docs_pages
+from zoho_moodle_sync.api.request_metrics import RequestMetrics
 from zoho_moodle_sync.api.responses import install_error_handlers
 from zoho_moodle_sync.api.routes import health, jobs, metrics, records, sync, webhooks
 from zoho_moodle_sync.db import migrate
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         redoc_url=None,
     )
     app.state.settings = settings
+    app.add_middleware(RequestMetrics)
     install_error_handlers(app)
     install_docs_pages(app)
     app.include_router(health.router)

@@ -11,13 +11,11 @@ neither duplicates nor loses a change.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -27,6 +25,7 @@ from zoho_moodle_sync.delivery import store
 from zoho_moodle_sync.delivery.store import CallRecord, Job, Link, LinkWrite, Settlement
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import MoodleAccessDenied, MoodleRejected, MoodleUnavailable
+from zoho_moodle_sync.fingerprint import fingerprint
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.jobs.queue import Verdict
 from zoho_moodle_sync.moodle import (
@@ -49,8 +48,7 @@ _P = TypeVar("_P")
 
 def shape_fingerprint(shape: Any) -> str:
     """What was last sent to Moodle for a record, so an unchanged record costs no call."""
-    canonical = json.dumps(asdict(shape), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return fingerprint(shape)
 
 
 class TenantPaused(Exception):

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from zoho_moodle_sync import metrics
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import DeliveryPause, JobKind, JobState, MoodleCall, MoodleLink
 from zoho_moodle_sync.db.jobs import Job as JobRow
@@ -194,6 +195,20 @@ def settlement_hook(tenant_id: int, settlement: Settlement) -> SettleHook:
                 )
                 .values(due_at=now)
             )
+        latency = session.execute(
+            select(JobRow.created_at).where(JobRow.id.in_([job.id for job in done]))
+        ).scalars()
+        metrics.add(
+            session,
+            [
+                *metrics.moodle_calls(
+                    tenant_id, ((c.function, c.errorcode) for c in settlement.calls)
+                ),
+                *metrics.latencies(
+                    tenant_id, ((now - created).total_seconds() for created in latency)
+                ),
+            ],
+        )
         session.add_all(
             MoodleCall(
                 tenant_id=tenant_id,

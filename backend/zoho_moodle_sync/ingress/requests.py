@@ -4,7 +4,6 @@ records through the pipeline, remember the answer."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from zoho_moodle_sync.db.session import Database
@@ -21,8 +20,7 @@ from zoho_moodle_sync.ingress.idempotency import Remembered, begin, finish, repl
 from zoho_moodle_sync.ingress.pipeline import run_delete, run_sync
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import TenantContext
-
-ZOHO_ID = re.compile(r"^\d{1,32}$")
+from zoho_moodle_sync.zoho.ids import is_zoho_id
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,7 @@ def delete(
     refusal = caller.error
     if refusal is None and spec is None:
         refusal = NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
-    if refusal is None and not ZOHO_ID.match(zoho_id):
+    if refusal is None and not is_zoho_id(zoho_id):
         refusal = NotFound(f"{zoho_id!r} is not a Zoho record id (digits)")
     if refusal is not None:
         raise refuse(db, event_id, refusal)

@@ -15,6 +15,7 @@ import httpx
 from pydantic import ValidationError
 
 from zoho_moodle_sync.errors import ZohoAuthError, ZohoRateLimited, ZohoRejected, ZohoUnavailable
+from zoho_moodle_sync.zoho.ids import is_zoho_id
 from zoho_moodle_sync.zoho.models import (
     CachedToken,
     DeletedRecord,
@@ -42,7 +43,6 @@ MAX_WATCH_TOKEN_LENGTH = 50
 MAX_CHANNEL_LIFETIME = timedelta(days=7)
 
 _MODULE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
-_RECORD_ID = re.compile(r"[0-9]{1,30}")
 _API_VERSION = re.compile(r"v[0-9]{1,2}")
 _WATCH_EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}\.(create|edit|delete|all)")
 _DELETED_TYPES = frozenset({"all", "recycle", "permanent"})
@@ -406,7 +406,7 @@ def _check_module(module: str) -> None:
 
 
 def _check_record_id(record_id: str) -> None:
-    if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
+    if not is_zoho_id(record_id):
         raise ValueError(f"a Zoho record id is a string of digits, not {record_id!r}")
 
 

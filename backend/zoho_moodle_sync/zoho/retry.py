@@ -1,4 +1,5 @@
-"""Exponential backoff with jitter for calls that fail with ZohoUnavailable or ZohoRateLimited."""
+"""Exponential backoff with jitter for calls that fail with ZohoUnavailable or ZohoRateLimited,
+run by tenacity; the policy (how many tries, how long between them, Zoho's Retry-After) is ours."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from zoho_moodle_sync.errors import ZohoRateLimited, ZohoUnavailable
 
@@ -57,25 +59,32 @@ async def call_with_retries(
     what: str,
 ) -> T:
     """Run `operation`, retrying it while it raises ZohoUnavailable; re-raise the last failure."""
-    retry_number = 0
-    while True:
-        try:
-            return await operation()
-        except ZohoUnavailable as exc:
-            if retry_number + 1 >= policy.attempts:
-                raise
-            retry_after = exc.retry_after if isinstance(exc, ZohoRateLimited) else None
-            pause = policy.delay(retry_number, retry_after)
-            logger.warning(
-                "%s failed (%s); retry %d of %d in %.2fs",
-                what,
-                exc,
-                retry_number + 1,
-                policy.attempts - 1,
-                pause,
-            )
-            await sleep(pause)
-            retry_number += 1
+
+    def pause(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        retry_after = error.retry_after if isinstance(error, ZohoRateLimited) else None
+        return policy.delay(state.attempt_number - 1, retry_after)
+
+    def announce(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.warning(
+            "%s failed (%s); retry %d of %d in %.2fs",
+            what,
+            error,
+            state.attempt_number,
+            policy.attempts - 1,
+            state.upcoming_sleep,
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=pause,
+        retry=retry_if_exception_type(ZohoUnavailable),
+        before_sleep=announce,
+        sleep=sleep,
+        reraise=True,
+    )
+    return await retrying(operation)
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:

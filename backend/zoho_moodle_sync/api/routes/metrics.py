@@ -14,7 +14,4 @@ router = APIRouter(tags=["health"])
 
 @router.get("/metrics", summary="Prometheus metrics (jobs, Moodle calls, delivery latency)")
 async def metrics_text(_admin: AdminDep, db: DatabaseDep) -> Response:
-    return Response(
-        await run_in_threadpool(metrics.render, db),
-        media_type="text/plain; version=0.0.4; charset=utf-8",
-    )
+    return Response(await run_in_threadpool(metrics.render, db), media_type=metrics.CONTENT_TYPE)
