@@ -62,14 +62,18 @@ import factory.random  # noqa: E402
 from tests import factories  # noqa: E402
 
 from subprocesses import free_port, stop, wait_until_answering  # noqa: E402
-from zoho_moodle_sync import mapper, parser  # noqa: E402
+from zoho_moodle_sync import (  # noqa: E402
+    mapper,
+    parser,
+    stages,
+)
 from zoho_moodle_sync.db import migrate  # noqa: E402
 from zoho_moodle_sync.db.base import utcnow  # noqa: E402
 from zoho_moodle_sync.db.models import ENTITY_TABLES, Tenant  # noqa: E402
 from zoho_moodle_sync.db.session import make_engine  # noqa: E402
 from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY  # noqa: E402
+from zoho_moodle_sync.field_mapping import DEFAULT_MAPPING  # noqa: E402
 from zoho_moodle_sync.fingerprint import fingerprint  # noqa: E402
-from zoho_moodle_sync.mapping import DEFAULT_MAPPING  # noqa: E402
 from zoho_moodle_sync.settings import Settings  # noqa: E402
 
 Record = dict[str, Any]
@@ -183,7 +187,7 @@ def _raw_rows(entity: str, records: Sequence[Record]) -> list[dict[str, Any]]:
     rows = []
     for raw in records:
         record = parser.parse_record(raw)
-        assert isinstance(record, parser.ZohoRecord)
+        assert isinstance(record, stages.ZohoRecord)
         item = mapper.map_record(mapping, record)
         assert isinstance(item, mapper.MappedRecord), item
         rows.append(

@@ -29,7 +29,7 @@ from tests.factories import (
     TeacherRecordFactory,
     UnitRecordFactory,
 )
-from zoho_moodle_sync import parser, service, tenants
+from zoho_moodle_sync import parser, service, stages, tenants
 from zoho_moodle_sync.cli import app, main
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.session import Database
@@ -318,7 +318,7 @@ def store_without_releasing(db: Database, entity: str, record: dict[str, Any]) -
         context = tenants.context_of(tenant)
         mapping = context.mapping.for_entity(spec)
         parsed = parser.parse_record(record)
-        assert isinstance(parsed, parser.ZohoRecord)
+        assert isinstance(parsed, stages.ZohoRecord)
         service.apply_batch(
             session=session,
             tenant_id=context.id,

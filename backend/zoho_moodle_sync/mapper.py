@@ -7,49 +7,23 @@ org's own field names. Nothing here raises for bad data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from zoho_moodle_sync.domain import DomainRecord, RuleViolation
 from zoho_moodle_sync.entities import EntitySpec
-from zoho_moodle_sync.mapping import EntityMapping
-from zoho_moodle_sync.parser import FieldError, ZohoRecord
+from zoho_moodle_sync.field_mapping import EntityMapping
+from zoho_moodle_sync.stages import (
+    FieldError,
+    InvalidRecord,
+    MappedRecord,
+    RecordWarning,
+    ZohoRecord,
+)
 
 _RECORD = "(record)"
-
-
-@dataclass(frozen=True, slots=True)
-class RecordWarning:
-    """Something wrong in a record that does not keep it out of Moodle: it is stored and
-    delivered without the faulty value, and the warning says what to correct in Zoho."""
-
-    field: str
-    code: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "code": self.code, "message": self.message}
-
-
-@dataclass(frozen=True, slots=True)
-class MappedRecord:
-    zoho_id: str
-    modified_time: datetime | None
-    record: DomainRecord
-    data: dict[str, Any]
-    """The domain fields in JSON form: what is fingerprinted, compared and shown."""
-    raw: Mapping[str, Any]
-    warnings: tuple[RecordWarning, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class InvalidRecord:
-    zoho_id: str | None
-    errors: tuple[FieldError, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.errors import ConfigurationError, NotFound
+from zoho_moodle_sync.field_mapping import FieldMapping
 from zoho_moodle_sync.jobs import operator
-from zoho_moodle_sync.mapping import FieldMapping
 from zoho_moodle_sync.projection import DeliveryPolicy, enrolment_dates_changed
 from zoho_moodle_sync.sealing import seal, unseal
 from zoho_moodle_sync.settings import Settings

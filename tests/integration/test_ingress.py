@@ -27,8 +27,8 @@ from zoho_moodle_sync.db.models import InboundEvent, RecordOutcome
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import MalformedBody, NotFound, RequestRejected
+from zoho_moodle_sync.field_mapping import DEFAULT_MAPPING
 from zoho_moodle_sync.ingress import events, pipeline
-from zoho_moodle_sync.mapping import DEFAULT_MAPPING
 from zoho_moodle_sync.service import Outcome
 from zoho_moodle_sync.tenants import TenantContext
 

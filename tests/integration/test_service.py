@@ -54,12 +54,13 @@ from zoho_moodle_sync import service
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait, RecordOutcome
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.field_mapping import DEFAULT_MAPPING
 from zoho_moodle_sync.fingerprint import fingerprint
 from zoho_moodle_sync.ingress import pipeline
-from zoho_moodle_sync.mapper import MappedRecord, map_record
-from zoho_moodle_sync.mapping import DEFAULT_MAPPING
+from zoho_moodle_sync.mapper import map_record
 from zoho_moodle_sync.parser import parse_record
 from zoho_moodle_sync.service import Outcome
+from zoho_moodle_sync.stages import MappedRecord
 from zoho_moodle_sync.tenants import TenantContext, context_of, create, set_mapping
 
 # --- what each entity's tests change --------------------------------------------------------

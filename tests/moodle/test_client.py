@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 import uvicorn
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from tests.fakes.moodle import NOCAP_USER_ID, FakeMoodle, Fault
 from zoho_moodle_sync.errors import (
@@ -36,7 +36,6 @@ from zoho_moodle_sync.moodle import (
     NewCategory,
     NewCourse,
     NewUser,
-    RoleAssignment,
     Unenrolment,
     UserUpdate,
     encode_moodle_params,
@@ -207,18 +206,6 @@ def test_max_items_per_call_refuses_sizes_that_cannot_make_a_batch(fields: int, 
         max_items_per_call(fields, limit)
 
 
-def test_a_role_assignment_needs_exactly_one_way_to_name_its_context() -> None:
-    RoleAssignment(roleid=4, userid=6, contextid=1)
-    RoleAssignment(roleid=4, userid=6, contextlevel="course", instanceid=2)
-    for bad in (
-        {"roleid": 4, "userid": 6},
-        {"roleid": 4, "userid": 6, "contextlevel": "course"},
-        {"roleid": 4, "userid": 6, "contextid": 1, "contextlevel": "course", "instanceid": 2},
-    ):
-        with pytest.raises(ValidationError, match="contextid"):
-            RoleAssignment.model_validate(bad)
-
-
 # ---- transport -----------------------------------------------------------------------------
 
 
@@ -256,7 +243,6 @@ async def test_batch_calls_with_nothing_to_send_make_no_request(
     assert await client.get_users_by_field("username", []) == []
     await client.enrol_users([])
     await client.unenrol_users([])
-    await client.assign_roles([])
     await client.update_categories([])
 
     assert fake.calls == []
@@ -336,7 +322,6 @@ async def test_network_failures_are_unavailable(failure: type[httpx.TransportErr
 async def test_the_literal_null_body_is_success_for_functions_without_a_result() -> None:
     async with mocked(answer("null")) as client:
         await client.enrol_users([Enrolment(roleid=5, userid=5, courseid=2)])
-        await client.assign_roles([RoleAssignment(roleid=5, userid=5, contextid=1)])
         raw = await client.call("enrol_manual_enrol_users", {"enrolments": []})
 
     assert raw is None
@@ -932,20 +917,6 @@ async def test_enrolled_users_show_only_the_requested_fields(
     )
     assert [course.shortname for course in full.enrolledcourses] == ["MATH1"]
     assert (narrow.username, narrow.email, narrow.role_ids) == ("ann", None, frozenset({STUDENT}))
-
-
-async def test_roles_can_be_assigned_in_a_course_but_not_every_role_everywhere(
-    client: MoodleClient, fake: FakeMoodle, course_id: int, ann_id: int
-) -> None:
-    await client.assign_roles(
-        [RoleAssignment(roleid=TEACHER, userid=ann_id, contextlevel="course", instanceid=course_id)]
-    )
-    with pytest.raises(MoodleRejected) as error:
-        await client.assign_roles([RoleAssignment(roleid=TEACHER, userid=ann_id, contextid=1)])
-
-    assert fake.course_roles(ann_id, course_id) == (TEACHER,)
-    assert fake.enrolment(ann_id, course_id) is None, "a role assignment does not enrol"
-    assert error.value.errorcode == "invalidparameter"
 
 
 # ---- faults --------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from zoho_moodle_sync import parser, webhooks
+from zoho_moodle_sync import parser, stages
 from zoho_moodle_sync.db.models import InboundEvent
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.errors import RequestRejected
-from zoho_moodle_sync.webhooks import WebhookEvent
+from zoho_moodle_sync.parser import WebhookEvent
 
 PURE = settings(max_examples=200, deadline=None)
 THROUGH_THE_APP = settings(
@@ -135,7 +135,7 @@ def test_a_sync_body_is_read_or_refused_with_a_4xx(
         assert isinstance(read, list)
         assert len(read) <= max_records
         for raw in read:
-            assert isinstance(parser.parse_record(raw), parser.ZohoRecord | parser.UnreadableRecord)
+            assert isinstance(parser.parse_record(raw), stages.ZohoRecord | stages.UnreadableRecord)
 
 
 @PURE
@@ -153,7 +153,7 @@ def test_any_json_value_as_a_sync_body_is_read_or_refused_with_a_4xx(
 def test_a_webhook_body_is_a_dict_or_refused_with_a_4xx(
     body: bytes, content_type: str | None
 ) -> None:
-    read = refused_or_read(lambda: webhooks.read_body(body, content_type))
+    read = refused_or_read(lambda: parser.read_body(body, content_type))
 
     assert read is None or isinstance(read, dict)
 
@@ -169,7 +169,7 @@ def test_a_webhook_body_is_a_dict_or_refused_with_a_4xx(
 def test_a_workflow_webhook_is_an_event_or_refused_with_a_4xx(
     document: dict[str, Any], module: str | None, query: dict[str, str]
 ) -> None:
-    event = refused_or_read(lambda: webhooks.parse_workflow(document, module=module, query=query))
+    event = refused_or_read(lambda: parser.parse_workflow(document, module=module, query=query))
 
     if event is not None:
         assert isinstance(event, WebhookEvent)
@@ -184,13 +184,13 @@ def test_a_workflow_webhook_is_an_event_or_refused_with_a_4xx(
 def test_a_workflow_request_is_an_event_or_refused_with_a_4xx(
     body: bytes, content_type: str | None, module: str | None
 ) -> None:
-    refused_or_read(lambda: webhooks.read_workflow(body, content_type, module=module, query={}))
+    refused_or_read(lambda: parser.read_workflow(body, content_type, module=module, query={}))
 
 
 @PURE
 @given(document=st.dictionaries(st.text(max_size=12), json_values, max_size=4) | zoho_shaped)
 def test_a_notification_is_an_event_or_refused_with_a_4xx(document: dict[str, Any]) -> None:
-    event = refused_or_read(lambda: webhooks.parse_notification(document))
+    event = refused_or_read(lambda: parser.parse_notification(document))
 
     if event is not None:
         assert event.channel_id is not None
@@ -225,7 +225,7 @@ def test_a_stored_notification_keeps_everything_but_its_tokens(
         callback["query_params"] = {"token": echoed, "school": "north"}
     body = json.dumps(callback, indent=2 if pretty else None).encode()
 
-    stored = webhooks.without_token(body)
+    stored = parser.without_token(body)
 
     assert json.loads(stored) == redacted(callback)
     assert json.loads(stored)["token"] == "***"

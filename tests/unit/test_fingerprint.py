@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.field_mapping import DEFAULT_MAPPING
 from zoho_moodle_sync.fingerprint import fingerprint
-from zoho_moodle_sync.mapper import MappedRecord, map_record
-from zoho_moodle_sync.mapping import DEFAULT_MAPPING
-from zoho_moodle_sync.parser import ZohoRecord, parse_record
+from zoho_moodle_sync.mapper import map_record
+from zoho_moodle_sync.parser import parse_record
+from zoho_moodle_sync.stages import MappedRecord, ZohoRecord
 
 TEACHER = {
     "id": "5725767141565000010",

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
-from zoho_moodle_sync.mapper import InvalidRecord, MappedRecord, map_record
-from zoho_moodle_sync.mapping import DEFAULT_MAPPING, FieldMapping
-from zoho_moodle_sync.parser import ZohoRecord, parse_record
+from zoho_moodle_sync.field_mapping import DEFAULT_MAPPING, FieldMapping
+from zoho_moodle_sync.mapper import map_record
+from zoho_moodle_sync.parser import parse_record
+from zoho_moodle_sync.stages import InvalidRecord, MappedRecord, ZohoRecord
 
 
 def _map(

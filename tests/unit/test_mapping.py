@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY, dependents_of
-from zoho_moodle_sync.mapping import DEFAULT_MAPPING, FieldMapping
+from zoho_moodle_sync.field_mapping import DEFAULT_MAPPING, FieldMapping
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from zoho_moodle_sync.errors import MalformedBody, Unprocessable, UnsupportedMediaType
-from zoho_moodle_sync.parser import (
-    UnreadableRecord,
-    ZohoRecord,
-    parse_record,
-    parse_sync_body,
-)
+from zoho_moodle_sync.parser import parse_record, parse_sync_body
+from zoho_moodle_sync.stages import UnreadableRecord, ZohoRecord
 
 
 def test_sync_body_yields_the_data_array() -> None:

@@ -25,6 +25,7 @@ from zoho_moodle_sync.ingress.events import (
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.mapper import map_record
 from zoho_moodle_sync.service import Outcome, RecordResult
+from zoho_moodle_sync.stages import ZohoRecord
 from zoho_moodle_sync.tenants import TenantContext
 
 _DELIVERED = (Outcome.NEW, Outcome.UPDATED)
@@ -154,7 +155,7 @@ def process_records(
     items: list[tuple[int | None, service.BatchItem]] = []
     for index, raw in enumerate(raw_records):
         record = parser.parse_record(raw, nul_free=nul_free)
-        item = map_record(mapping, record) if isinstance(record, parser.ZohoRecord) else record
+        item = map_record(mapping, record) if isinstance(record, ZohoRecord) else record
         items.append((index if from_request else None, item))
     batch = service.apply_batch(
         session=session, tenant_id=tenant.id, mapping=mapping, items=items, event_id=event_id

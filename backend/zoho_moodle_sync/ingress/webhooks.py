@@ -49,16 +49,16 @@ from zoho_moodle_sync.ingress.pipeline import SyncReport, delete_records, proces
 from zoho_moodle_sync.ingress.pipeline import finish as finish_event
 from zoho_moodle_sync.ingress.requests import TenantResolution
 from zoho_moodle_sync.jobs import queue
-from zoho_moodle_sync.service import RecordResult
-from zoho_moodle_sync.settings import Settings
-from zoho_moodle_sync.tenants import TenantContext
-from zoho_moodle_sync.webhooks import (
+from zoho_moodle_sync.parser import (
     WebhookEvent,
     parse_notification,
     read_body,
     read_workflow,
     without_token,
 )
+from zoho_moodle_sync.service import RecordResult
+from zoho_moodle_sync.settings import Settings
+from zoho_moodle_sync.tenants import TenantContext
 
 _UNKNOWN_CALLER = "missing or invalid credential"
 

@@ -61,7 +61,6 @@ from zoho_moodle_sync.moodle.models import (
     NewCategory,
     NewCourse,
     NewUser,
-    RoleAssignment,
     SiteInfo,
     Unenrolment,
     UserField,
@@ -393,13 +392,6 @@ class MoodleClient:
             "core_enrol_get_enrolled_users", {"courseid": courseid, "options": options}
         )
         return self._parse("core_enrol_get_enrolled_users", list[EnrolledUser], data)
-
-    async def assign_roles(self, assignments: Sequence[RoleAssignment]) -> None:
-        """core_role_assign_roles: all or nothing; a role assignment does not enrol."""
-        if assignments:
-            await self.call("core_role_assign_roles", {"assignments": assignments})
-
-    # ---- transport -------------------------------------------------------------------------
 
     async def call(self, function: str, params: Mapping[str, object] | None = None) -> Any:
         """Call `function` with `params` and return the decoded JSON answer (None for `null`)."""

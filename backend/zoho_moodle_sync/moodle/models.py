@@ -6,9 +6,9 @@ Request fields left None are not sent; names in replies stay HTML-escaped as Moo
 from __future__ import annotations
 
 import html
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 # Moodle's install defaults; a site may differ, so callers take role ids from configuration.
 DEFAULT_ROLE_IDS: dict[str, int] = {"manager": 1, "editingteacher": 3, "teacher": 4, "student": 5}
@@ -16,7 +16,6 @@ DEFAULT_ROLE_IDS: dict[str, int] = {"manager": 1, "editingteacher": 3, "teacher"
 UserField = Literal["id", "idnumber", "username", "email"]
 CourseField = Literal["id", "ids", "shortname", "idnumber", "category", "sectionid"]
 CategoryKey = Literal["id", "ids", "name", "parent", "idnumber", "visible", "theme"]
-ContextLevel = Literal["system", "user", "coursecat", "course", "module", "block"]
 
 
 def unescape_moodle_text(value: str) -> str:
@@ -190,25 +189,6 @@ class Unenrolment(_Request):
     userid: int
     courseid: int
     roleid: int | None = None
-
-
-class RoleAssignment(_Request):
-    """A role in a context given by `contextid` or by `contextlevel` plus `instanceid`."""
-
-    roleid: int
-    userid: int
-    contextid: int | None = None
-    contextlevel: ContextLevel | None = None
-    instanceid: int | None = None
-
-    @model_validator(mode="after")
-    def _one_context(self) -> Self:
-        by_id = self.contextid is not None
-        by_level = self.contextlevel is not None and self.instanceid is not None
-        partial_level = (self.contextlevel is None) != (self.instanceid is None)
-        if by_id == by_level or partial_level:
-            raise ValueError("give either contextid, or contextlevel together with instanceid")
-        return self
 
 
 # ---- replies -------------------------------------------------------------------------------

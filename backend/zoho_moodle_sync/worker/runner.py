@@ -74,11 +74,6 @@ class Worker:
                         )
         log.info("worker %s stopped", self.worker_id)
 
-    async def run_once(self) -> int:
-        """Run what is due now, once; returns how many jobs were settled."""
-        async with self._clients() as (http, zoho_http):
-            return await self._run_once(http, zoho_http)
-
     async def drain(self, *, max_rounds: int = 100) -> int:
         """Run until nothing is due (or `max_rounds`); for tests, backfills and benchmarks."""
         total = 0

@@ -6,41 +6,14 @@ is records or precise errors (which field, what was wrong).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from zoho_moodle_sync.errors import MalformedBody, Unprocessable, UnsupportedMediaType
+from zoho_moodle_sync.stages import FieldError, UnreadableRecord, ZohoRecord
 from zoho_moodle_sync.zoho.ids import is_zoho_id
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    field: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
-
-
-@dataclass(frozen=True, slots=True)
-class ZohoRecord:
-    """One Zoho record as received: its id, every field as sent, and its Zoho modification time."""
-
-    zoho_id: str
-    fields: Mapping[str, Any]
-    modified_time: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class UnreadableRecord:
-    """A record whose envelope is unusable (not an object, no id, bad Modified_Time)."""
-
-    zoho_id: str | None
-    errors: tuple[FieldError, ...]
 
 
 def media_type(content_type: str | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from zoho_moodle_sync.errors import MalformedBody, Unprocessable, UnsupportedMediaType
-from zoho_moodle_sync.parser import decode_json, looks_like_json, media_type
+from zoho_moodle_sync.parser.records import decode_json, looks_like_json, media_type
 from zoho_moodle_sync.zoho.ids import is_zoho_id
 
 _ID_KEYS = ("zoho_id", "id", "record_id", "Id")

@@ -1,0 +1,166 @@
+"""Parking: a record whose dependencies are not stored yet waits, with one row per missing
+dependency, and is handed back to be run again once they are (or by the sweep, when a concurrent
+transaction stored them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    delete,
+    exists,
+    insert,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait
+from zoho_moodle_sync.entities import ENTITIES, dependents_of
+from zoho_moodle_sync.service.outcomes import RecordResult
+from zoho_moodle_sync.service.sql import among, chunks
+from zoho_moodle_sync.stages import MappedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedRecord:
+    entity: str
+    zoho_id: str
+    raw: dict[str, Any]
+
+
+def release_parked(
+    *, session: Session, tenant_id: int, entity: str, stored_ids: Sequence[str]
+) -> list[ReleasedRecord]:
+    """Parked records that waited for `stored_ids` of `entity` and now wait for nothing.
+
+    They are removed from the parking; the caller runs them through the pipeline again (and a
+    record still missing something is parked again there).
+    """
+    if not stored_ids or not dependents_of(entity):
+        return []
+    waiting: set[int] = set()
+    for chunk in chunks(stored_ids):
+        condition = and_(
+            ParkedWait.tenant_id == tenant_id,
+            ParkedWait.entity == entity,
+            among(session, ParkedWait.zoho_id, chunk),
+        )
+        waiting.update(session.scalars(select(ParkedWait.parked_id).where(condition)))
+        session.execute(delete(ParkedWait).where(condition))
+    return _take_ready(session, waiting)
+
+
+def sweep_parked(*, session: Session, tenant_id: int) -> list[ReleasedRecord]:
+    """Release parked records whose dependencies were stored by a concurrent transaction."""
+    waiting: set[int] = set()
+    for spec in ENTITIES:
+        table = ENTITY_TABLES[spec.key]
+        satisfied = and_(
+            ParkedWait.tenant_id == tenant_id,
+            ParkedWait.entity == spec.key,
+            exists().where(
+                table.c.tenant_id == ParkedWait.tenant_id, table.c.zoho_id == ParkedWait.zoho_id
+            ),
+        )
+        found = list(session.scalars(select(ParkedWait.parked_id).where(satisfied)))
+        if found:
+            waiting.update(found)
+            session.execute(delete(ParkedWait).where(satisfied))
+    return _take_ready(session, waiting)
+
+
+def _take_ready(session: Session, parked_ids: set[int]) -> list[ReleasedRecord]:
+    ready: list[ReleasedRecord] = []
+    for chunk in chunks(sorted(parked_ids)):
+        rows = session.execute(
+            select(ParkedRecord.id, ParkedRecord.entity, ParkedRecord.zoho_id, ParkedRecord.raw)
+            .where(ParkedRecord.id.in_(chunk))
+            .where(~exists().where(ParkedWait.parked_id == ParkedRecord.id))
+        ).all()
+        if rows:
+            session.execute(delete(ParkedRecord).where(ParkedRecord.id.in_([r.id for r in rows])))
+            ready += [ReleasedRecord(r.entity, r.zoho_id, r.raw) for r in rows]
+    order = {spec.key: n for n, spec in enumerate(ENTITIES)}
+    return sorted(ready, key=lambda r: order[r.entity])
+
+
+def parked_versions(
+    session: Session, tenant_id: int, entity: str, ids: Sequence[str]
+) -> tuple[dict[str, datetime], dict[str, datetime | None]]:
+    """When each already-parked record was first parked, and its Modified_Time."""
+    since: dict[str, datetime] = {}
+    times: dict[str, datetime | None] = {}
+    for chunk in chunks(ids):
+        rows = session.execute(
+            select(
+                ParkedRecord.zoho_id, ParkedRecord.parked_at, ParkedRecord.zoho_modified_time
+            ).where(
+                ParkedRecord.tenant_id == tenant_id,
+                ParkedRecord.entity == entity,
+                among(session, ParkedRecord.zoho_id, chunk),
+            )
+        )
+        for zoho_id, parked_at, modified in rows:
+            since[zoho_id] = parked_at
+            times[zoho_id] = modified
+    return since, times
+
+
+def unpark(session: Session, tenant_id: int, entity: str, ids: Sequence[str]) -> None:
+    for chunk in chunks(ids):
+        session.execute(
+            delete(ParkedRecord).where(
+                ParkedRecord.tenant_id == tenant_id,
+                ParkedRecord.entity == entity,
+                among(session, ParkedRecord.zoho_id, chunk),
+            )
+        )
+
+
+def park(
+    session: Session,
+    tenant_id: int,
+    entity: str,
+    parked: Iterable[tuple[MappedRecord, RecordResult]],
+    parked_since: dict[str, datetime],
+    event_id: int | None,
+    now: datetime,
+) -> None:
+    rows = []
+    for item, result in parked:
+        assert result.waiting_for is not None
+        row = ParkedRecord(
+            tenant_id=tenant_id,
+            entity=entity,
+            zoho_id=item.zoho_id,
+            zoho_modified_time=item.modified_time,
+            raw=dict(item.raw),
+            reason=result.reason,
+            message=result.message,
+            waiting_for=result.waiting_for,
+            inbound_event_id=event_id,
+            parked_at=parked_since.get(item.zoho_id, now),
+            updated_at=now,
+        )
+        rows.append((row, result.waiting_for))
+    if not rows:
+        return
+    session.add_all([row for row, _ in rows])
+    session.flush()
+    session.execute(
+        insert(ParkedWait),
+        [
+            {
+                "parked_id": row.id,
+                "tenant_id": tenant_id,
+                "entity": w["entity"],
+                "zoho_id": w["zoho_id"],
+            }
+            for row, waits in rows
+            for w in {(w["entity"], w["zoho_id"]): w for w in waits}.values()
+        ],
+    )

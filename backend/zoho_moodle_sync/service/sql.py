@@ -1,0 +1,40 @@
+"""The service's SQL helpers: ids in chunks, and `IN` lists that stay cheap on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    bindparam,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+CHUNK = 900
+"""Ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits."""
+
+
+T = TypeVar("T")
+
+
+def chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+def among(
+    session: Session, column: ColumnElement[str] | InstrumentedAttribute[str], ids: Sequence[str]
+) -> ColumnElement[bool]:
+    """`column IN ids`. On PostgreSQL the ids go as one array parameter, unnested: a list of
+    hundreds of parameters makes a statement that costs more to build and parse than to run,
+    and `= ANY(array)` gets a plan that compares every row with every id once the statement is
+    prepared while the table's statistics are not yet current (a first import)."""
+    if session.get_bind().dialect.name == "postgresql":
+        ids_array = bindparam(None, list(ids), type_=postgresql.ARRAY(String))
+        return column.in_(select(func.unnest(ids_array)))
+    return column.in_(ids)
