@@ -27,6 +27,15 @@ def get_database(request: Request) -> Database:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Repeats with the same key get the first answer (same key, other body: 422; "
+        "while the first is still running: 409). Without a key, a webhook body already seen from "
+        "the tenant within the window counts as a repeat.",
+    ),
+]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync.api.deps import DatabaseDep, InboundDep, SettingsDep, TenantDep
+from zoho_moodle_sync.api.deps import (
+    DatabaseDep,
+    IdempotencyKey,
+    InboundDep,
+    SettingsDep,
+    TenantDep,
+)
 from zoho_moodle_sync.api.responses import answer_response
 from zoho_moodle_sync.ingress import requests
 
 router = APIRouter(prefix="/v1/sync", tags=["sync"])
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Repeats with the same key get the first answer (same key, other body: 422; "
-        "while the first is still running: 409)",
-    ),
-]
 
 
 @router.post(

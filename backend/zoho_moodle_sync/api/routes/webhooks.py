@@ -9,20 +9,18 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync.api.deps import DatabaseDep, InboundDep, SettingsDep, TenantDep
+from zoho_moodle_sync.api.deps import (
+    DatabaseDep,
+    IdempotencyKey,
+    InboundDep,
+    SettingsDep,
+    TenantDep,
+)
 from zoho_moodle_sync.api.responses import answer_response
 from zoho_moodle_sync.ingress import webhooks
 
 router = APIRouter(prefix="/v1/webhooks/zoho", tags=["webhooks"])
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Repeats with the same key get the first answer; without it, a body already "
-        "seen from this tenant within the window counts as a repeat",
-    ),
-]
 XTenantId = Annotated[str | None, Header(alias="X-Tenant-ID", include_in_schema=False)]
 
 
