@@ -22,6 +22,7 @@ from sqlalchemy import func, select, text, update
 from tests.conftest import AUTH, sync, tenant_with_secret
 from tests.factories import (
     ENROLLMENTS,
+    EnrollmentRecordFactory,
     Record,
     StudentRecordFactory,
     TeacherRecordFactory,
@@ -40,7 +41,8 @@ from tests.security.conftest import (
 from zoho_moodle_sync import tenants
 from zoho_moodle_sync.api.app import create_app
 from zoho_moodle_sync.db.base import utcnow
-from zoho_moodle_sync.db.models import InboundEvent, RecordOutcome
+from zoho_moodle_sync.db.jobs import Job
+from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord, ParkedWait, RecordOutcome
 from zoho_moodle_sync.db.security import IdempotentRequest
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
@@ -435,17 +437,8 @@ def wait_for_a_blocked_transaction(db: Database, backend: str) -> None:
 
 
 def test_two_first_arrivals_of_a_record_at_once_are_one_new_and_one_unchanged(
-    db: Database, tenant: TenantContext, backend: str, request: pytest.FixtureRequest
+    db: Database, tenant: TenantContext, backend: str
 ) -> None:
-    if backend == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="open (service.apply_batch): on PostgreSQL a record's state is read "
-                "without a lock, so two transactions storing the same new record at once both "
-                "report NEW (two NEW outcomes, two answers saying NEW)",
-            )
-        )
     teacher = TeacherRecordFactory()
     spec = ENTITY_BY_KEY["teachers"]
     seen: dict[str, str] = {}
@@ -469,3 +462,70 @@ def test_two_first_arrivals_of_a_record_at_once_are_one_new_and_one_unchanged(
 
     assert seen == {"first": "NEW", "second": "UNCHANGED"}
     assert outcomes(db) == [("teachers", teacher["id"], "NEW")]
+
+
+def test_two_first_arrivals_that_differ_are_one_new_and_one_updated(
+    db: Database, tenant: TenantContext, backend: str
+) -> None:
+    teacher = TeacherRecordFactory(Name="Ayşe Kaya")
+    renamed = {**teacher, "Name": "Ayşe Kaya-Demir"}
+    spec = ENTITY_BY_KEY["teachers"]
+    seen: dict[str, list[Any]] = {}
+
+    def store(name: str, record: dict[str, Any]) -> None:
+        with db.sessions.begin() as session:
+            results, _ = pipeline.process_records(
+                session, tenant=tenant, entity=spec, raw_records=[record], event_id=None
+            )
+            seen[name] = [results[0].outcome.value, results[0].changes]
+
+    with db.sessions.begin() as session:
+        results, _ = pipeline.process_records(
+            session, tenant=tenant, entity=spec, raw_records=[teacher], event_id=None
+        )
+        seen["first"] = [results[0].outcome.value, results[0].changes]
+        second = threading.Thread(target=store, args=("second", renamed))
+        second.start()
+        wait_for_a_blocked_transaction(db, backend)
+    second.join(timeout=30)
+
+    assert seen == {
+        "first": ["NEW", None],
+        "second": ["UPDATED", {"Name": ["Ayşe Kaya", "Ayşe Kaya-Demir"]}],
+    }
+    assert [o for _, _, o in outcomes(db)] == ["NEW", "UPDATED"]
+    with db.sessions() as session:
+        jobs = session.scalars(select(Job.zoho_id).where(Job.kind == "deliver")).all()
+    assert jobs == [teacher["id"]]
+
+
+def test_the_same_waiting_record_parked_twice_at_once_is_parked_once(
+    db: Database, tenant: TenantContext, backend: str
+) -> None:
+    enrollment = EnrollmentRecordFactory()
+    spec = ENTITY_BY_KEY["enrollments"]
+    seen: dict[str, str] = {}
+
+    def store(name: str) -> None:
+        with db.sessions.begin() as session:
+            results, _ = pipeline.process_records(
+                session, tenant=tenant, entity=spec, raw_records=[enrollment], event_id=None
+            )
+            seen[name] = results[0].outcome.value
+
+    with db.sessions.begin() as session:
+        results, _ = pipeline.process_records(
+            session, tenant=tenant, entity=spec, raw_records=[enrollment], event_id=None
+        )
+        seen["first"] = results[0].outcome.value
+        second = threading.Thread(target=store, args=("second",))
+        second.start()
+        wait_for_a_blocked_transaction(db, backend)
+    second.join(timeout=30)
+
+    assert seen == {"first": "SKIPPED", "second": "SKIPPED"}
+    with db.sessions() as session:
+        parked = session.scalars(select(ParkedRecord.zoho_id)).all()
+        waits = session.scalar(select(func.count()).select_from(ParkedWait))
+    assert parked == [enrollment["id"]]
+    assert waits == 2  # its student and its class

@@ -13,9 +13,9 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
-    insert,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait
@@ -130,37 +130,59 @@ def park(
     event_id: int | None,
     now: datetime,
 ) -> None:
+    """Park records, or replace their parked versions: one statement that a concurrent
+    transaction parking the same record (the same batch sent twice at once) cannot break."""
+    waits: dict[str, list[dict[str, str]]] = {}
     rows = []
     for item, result in parked:
         assert result.waiting_for is not None
-        row = ParkedRecord(
-            tenant_id=tenant_id,
-            entity=entity,
-            zoho_id=item.zoho_id,
-            zoho_modified_time=item.modified_time,
-            raw=dict(item.raw),
-            reason=result.reason,
-            message=result.message,
-            waiting_for=result.waiting_for,
-            inbound_event_id=event_id,
-            parked_at=parked_since.get(item.zoho_id, now),
-            updated_at=now,
+        waits[item.zoho_id] = result.waiting_for
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "entity": entity,
+                "zoho_id": item.zoho_id,
+                "zoho_modified_time": item.modified_time,
+                "raw": dict(item.raw),
+                "reason": result.reason,
+                "message": result.message,
+                "waiting_for": result.waiting_for,
+                "inbound_event_id": event_id,
+                "parked_at": parked_since.get(item.zoho_id, now),
+                "updated_at": now,
+            }
         )
-        rows.append((row, result.waiting_for))
     if not rows:
         return
-    session.add_all([row for row, _ in rows])
-    session.flush()
-    session.execute(
-        insert(ParkedWait),
-        [
-            {
-                "parked_id": row.id,
-                "tenant_id": tenant_id,
-                "entity": w["entity"],
-                "zoho_id": w["zoho_id"],
-            }
-            for row, waits in rows
-            for w in {(w["entity"], w["zoho_id"]): w for w in waits}.values()
-        ],
-    )
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    table = ParkedRecord.__table__
+    statement = dialect.insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "entity", "zoho_id"],
+        set_={
+            name: statement.excluded[name]
+            for name in (
+                "zoho_modified_time",
+                "raw",
+                "reason",
+                "message",
+                "waiting_for",
+                "inbound_event_id",
+                "updated_at",
+            )
+        },
+    ).returning(table.c.id, table.c.zoho_id)
+    ids = {zoho_id: parked_id for parked_id, zoho_id in session.execute(statement, rows)}
+    session.execute(delete(ParkedWait).where(ParkedWait.parked_id.in_(list(ids.values()))))
+    wait_rows = [
+        {
+            "parked_id": ids[zoho_id],
+            "tenant_id": tenant_id,
+            "entity": w["entity"],
+            "zoho_id": w["zoho_id"],
+        }
+        for zoho_id, missing in waits.items()
+        for w in {(w["entity"], w["zoho_id"]): w for w in missing}.values()
+    ]
+    wait_statement = dialect.insert(ParkedWait.__table__).on_conflict_do_nothing()
+    session.execute(wait_statement, wait_rows)

@@ -68,6 +68,7 @@ def apply_batch(
     ids = list(dict.fromkeys(item.zoho_id for _, item in valid))
 
     stored = _stored_versions(session, table, tenant_id, ids)
+    existing = set(stored)
     parked_since, parked_times = parked_versions(session, tenant_id, spec.key, ids)
     present = _present_dependencies(session, tenant_id, spec.dependencies, valid)
 
@@ -76,6 +77,7 @@ def apply_batch(
     to_park: dict[str, tuple[MappedRecord, RecordResult]] = {}
     pending_changes: list[tuple[RecordResult, MappedRecord, dict[str, Any] | None]] = []
     settled: set[str] = set()
+    first_arrivals: dict[str, tuple[RecordResult, MappedRecord]] = {}
 
     for index, item in items:
         if not isinstance(item, MappedRecord):
@@ -105,6 +107,8 @@ def apply_batch(
         if current is None or current.deleted:
             # A record deleted in Zoho and then restored there is new again.
             result = RecordResult(spec.key, Outcome.NEW, zoho_id, index)
+            if current is None:
+                first_arrivals.setdefault(zoho_id, (result, item))
         elif current.fingerprint == digest:
             result = RecordResult(spec.key, Outcome.UNCHANGED, zoho_id, index)
             if item.modified_time and (
@@ -126,9 +130,20 @@ def apply_batch(
         )
 
     _fill_changes(session, table, tenant_id, mapping, pending_changes)
-    _upsert(session, table, tenant_id, to_store, event_id, now)
+    new = {zoho_id: row for zoho_id, row in to_store.items() if zoho_id not in existing}
+    raced = _insert(session, table, tenant_id, new, event_id, now)
+    if raced:
+        # A concurrent transaction stored these first (after we read): judged against that.
+        to_touch |= _arrived_second(session, table, tenant_id, mapping, raced, first_arrivals)
+    updates = {
+        zoho_id: row
+        for zoho_id, row in to_store.items()
+        if zoho_id not in new
+        or (zoho_id in raced and first_arrivals[zoho_id][0].outcome is Outcome.UPDATED)
+    }
+    _upsert(session, table, tenant_id, updates, event_id, now)
     _touch(session, table, tenant_id, to_touch)
-    unpark(session, tenant_id, spec.key, [i for i in ids if i in settled or i in to_park])
+    unpark(session, tenant_id, spec.key, [i for i in ids if i in settled])
     park(session, tenant_id, spec.key, to_park.values(), parked_since, event_id, now)
     record_history(session=session, tenant_id=tenant_id, results=batch.results, event_id=event_id)
     batch.stored_ids = [i for i in ids if i in settled]
@@ -254,23 +269,7 @@ def _upsert(
 ) -> None:
     if not to_store:
         return
-    rows = [
-        {
-            **item.record.model_dump(),
-            "tenant_id": tenant_id,
-            "zoho_id": zoho_id,
-            "fingerprint": digest,
-            "zoho_modified_time": item.modified_time,
-            "data": item.data,
-            "raw": item.raw,
-            "warnings": warnings,
-            "last_event_id": event_id,
-            "created_at": now,
-            "updated_at": now,
-            "deleted_at": None,
-        }
-        for zoho_id, (item, digest, warnings) in to_store.items()
-    ]
+    rows = _rows(tenant_id, to_store, event_id, now)
     dialect = session.get_bind().dialect.name
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     keep = {"id", "tenant_id", "zoho_id", "created_at"}
@@ -287,6 +286,81 @@ def _upsert(
     )
     for start in range(0, len(rows), 500):
         session.execute(stmt, rows[start : start + 500])
+
+
+def _rows(
+    tenant_id: int,
+    records: dict[str, tuple[MappedRecord, str, list[dict[str, str]] | None]],
+    event_id: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    return [
+        {
+            **item.record.model_dump(),
+            "tenant_id": tenant_id,
+            "zoho_id": zoho_id,
+            "fingerprint": digest,
+            "zoho_modified_time": item.modified_time,
+            "data": item.data,
+            "raw": item.raw,
+            "warnings": warnings,
+            "last_event_id": event_id,
+            "created_at": now,
+            "updated_at": now,
+            "deleted_at": None,
+        }
+        for zoho_id, (item, digest, warnings) in records.items()
+    ]
+
+
+def _insert(
+    session: Session,
+    table: Table,
+    tenant_id: int,
+    to_insert: dict[str, tuple[MappedRecord, str, list[dict[str, str]] | None]],
+    event_id: int | None,
+    now: datetime,
+) -> set[str]:
+    """Insert first arrivals; the ids a concurrent transaction inserted meanwhile (and was
+    waited for) are returned, not inserted."""
+    if not to_insert:
+        return set()
+    rows = _rows(tenant_id, to_insert, event_id, now)
+    dialect = session.get_bind().dialect.name
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["tenant_id", "zoho_id"])
+    inserted: set[str] = set()
+    for start in range(0, len(rows), 500):
+        inserted.update(session.scalars(stmt.returning(table.c.zoho_id), rows[start : start + 500]))
+    return set(to_insert) - inserted
+
+
+def _arrived_second(
+    session: Session,
+    table: Table,
+    tenant_id: int,
+    mapping: EntityMapping,
+    raced: set[str],
+    first_arrivals: dict[str, tuple[RecordResult, MappedRecord]],
+) -> dict[str, datetime]:
+    """Re-decide records another transaction stored first: the same content is UNCHANGED (its
+    newer Modified_Time, if any, remembered), another is UPDATED against it."""
+    now_stored = _stored_versions(session, table, tenant_id, sorted(raced))
+    touch: dict[str, datetime] = {}
+    changed: list[tuple[RecordResult, MappedRecord, dict[str, Any] | None]] = []
+    for zoho_id in raced:
+        (result, item), theirs = first_arrivals[zoho_id], now_stored[zoho_id]
+        if theirs.fingerprint == fingerprint(item.data):
+            result.outcome = Outcome.UNCHANGED
+            if item.modified_time and (
+                theirs.modified_time is None or item.modified_time > theirs.modified_time
+            ):
+                touch[zoho_id] = item.modified_time
+        else:
+            result.outcome = Outcome.UPDATED
+            changed.append((result, item, None))
+    _fill_changes(session, table, tenant_id, mapping, changed)
+    return touch
 
 
 def _touch(session: Session, table: Table, tenant_id: int, to_touch: dict[str, datetime]) -> None:
