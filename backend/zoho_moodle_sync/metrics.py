@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
-from zoho_moodle_sync.db.jobs import OPEN_STATES, Job, JobState
+from zoho_moodle_sync.db.jobs import OPEN_STATES, DeliveryPause, Job, JobState
 from zoho_moodle_sync.db.metrics import MetricCounter
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.db.session import Database
@@ -94,6 +94,7 @@ class DatabaseCollector(Collector):
             slugs = {tenant.id: tenant.slug for tenant in session.scalars(select(Tenant))}
             yield from self._jobs(session, slugs)
             yield self._warnings(session, slugs)
+            yield self._pauses(session, slugs)
             counters = list(session.execute(select(MetricCounter)).scalars())
         yield from self._shared(counters, slugs)
 
@@ -125,6 +126,19 @@ class DatabaseCollector(Collector):
         for tenant_id, kind, created in ages:
             oldest.add_metric([_slug(slugs, tenant_id), kind], (now - created).total_seconds())
         yield oldest
+
+    def _pauses(self, session: Session, slugs: dict[int, str]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            "zms_delivery_paused",
+            "1 while a tenant's delivery is paused: Moodle refused access (kind access), or "
+            "cannot be reached (kind outage: the circuit breaker is open).",
+            labels=["tenant", "kind"],
+        )
+        paused = {(p.tenant_id, p.kind) for p in session.scalars(select(DeliveryPause))}
+        for tenant_id, slug in sorted(slugs.items()):
+            for kind in ("access", "outage"):
+                family.add_metric([slug, kind], 1.0 if (tenant_id, kind) in paused else 0.0)
+        return family
 
     def _warnings(self, session: Session, slugs: dict[int, str]) -> GaugeMetricFamily:
         family = GaugeMetricFamily(

@@ -48,12 +48,14 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=250, ge=1, le=1000)
     worker_claim_size: int = Field(default=5000, ge=1, le=20_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
-    worker_lease_seconds: float = Field(default=300.0, ge=10)
+    worker_lease_seconds: float = Field(default=30.0, ge=3)
     worker_max_attempts: int = Field(default=10, ge=1)
     worker_backoff_seconds: float = Field(default=5.0, gt=0)
     worker_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     worker_wait_seconds: float = Field(default=30.0, gt=0)
     pause_probe_seconds: float = Field(default=300.0, gt=0)
+    moodle_probe_max_seconds: float = Field(default=30.0, gt=0)
+    moodle_outage_grace_hours: float = Field(default=24.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

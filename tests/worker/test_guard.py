@@ -4,8 +4,15 @@ confirms them; a handful goes through."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from tests.factories import StudentRecordFactory
 from tests.fakes.moodle import FakeMoodle
-from tests.worker.conftest import MoodleSync, modified, one_class, person, post_all
+from tests.worker.conftest import MoodleSync, modified, one_class, people, person, post_all
+from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.jobs import Job
 from zoho_moodle_sync.jobs import operator
 
 
@@ -89,3 +96,33 @@ def test_a_mass_removal_arriving_record_by_record_is_held_too(
         moodle_sync.drain(fake_moodle)
 
     assert moodle_sync.states("enrollments").get("held", 0) > 0
+
+
+def test_withdrawals_are_judged_against_every_student_even_while_delivery_lags(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    students = StudentRecordFactory.build_batch(200, program=None)
+    moodle_sync.post("students", students)
+    # Delivery lags: only the first 49 students have reached Moodle so far.
+    delivered = {s["id"] for s in students[:49]}
+    later = utcnow() + timedelta(hours=1)
+    with moodle_sync.db.sessions.begin() as session:
+        session.execute(update(Job).where(Job.zoho_id.not_in(delivered)).values(due_at=later))
+    moodle_sync.drain(fake_moodle)
+    assert len(people(fake_moodle)) == 49
+
+    # Ten of 200 (5 %) withdraw: an ordinary change, however few have reached Moodle.
+    withdrawn = students[:10]
+    moodle_sync.post("students", [modified(s, Status="Withdraw") for s in withdrawn])
+    moodle_sync.drain(fake_moodle)
+
+    assert {s["id"] for s in withdrawn} == {u.idnumber for u in people(fake_moodle) if u.suspended}
+    assert "held" not in moodle_sync.states()
+
+    # Thirty more at once (15 % of the students) is a mass change: held.
+    many = students[10:40]
+    moodle_sync.post("students", [modified(s, Status="Withdraw") for s in many])
+    moodle_sync.drain(fake_moodle)
+
+    assert moodle_sync.states()["held"] == 30
+    assert len([u for u in people(fake_moodle) if u.suspended]) == 10

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from tests.factories import StudentRecordFactory
 from tests.fakes.moodle import FakeMoodle, Fault
@@ -22,6 +23,7 @@ from tests.worker.conftest import (
     post_all,
 )
 from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.jobs import DeliveryPause, Job
 from zoho_moodle_sync.delivery import Batch
 from zoho_moodle_sync.delivery.enrolments import EnrolmentDelivery
 from zoho_moodle_sync.jobs import operator
@@ -31,9 +33,10 @@ from zoho_moodle_sync.jobs import operator
     ("fault", "error"),
     [("status", "HTTP 503"), ("drop", "RemoteProtocolError")],
 )
-def test_jobs_retry_with_backoff_while_moodle_is_down_then_go_through(
+def test_past_the_outage_grace_jobs_retry_with_backoff_then_go_through(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle, fault: str, error: str
 ) -> None:
+    settings = moodle_settings(moodle_sync.settings, moodle_outage_grace_hours=0)
     students = StudentRecordFactory.build_batch(5, program=None)
     moodle_sync.post("students", students)
     if fault == "status":
@@ -42,7 +45,7 @@ def test_jobs_retry_with_backoff_while_moodle_is_down_then_go_through(
         fake_moodle.drop_next(1)
     before = utcnow()
 
-    moodle_sync.drain(fake_moodle)
+    moodle_sync.drain(fake_moodle, settings=settings)
 
     assert people(fake_moodle) == []
     for job in moodle_sync.jobs("students"):
@@ -50,10 +53,10 @@ def test_jobs_retry_with_backoff_while_moodle_is_down_then_go_through(
         assert error in (job.last_error or "")
         # The first backoff is between half and all of worker_backoff_seconds (60 s here).
         assert before + timedelta(seconds=29) < job.due_at < utcnow() + timedelta(seconds=61)
-    assert moodle_sync.drain(fake_moodle) == 0  # not due yet
+    assert moodle_sync.drain(fake_moodle, settings=settings) == 0  # not due yet
 
     moodle_sync.make_due()
-    moodle_sync.drain(fake_moodle)
+    moodle_sync.drain(fake_moodle, settings=settings)
 
     assert sorted(u.idnumber for u in people(fake_moodle)) == sorted(s["id"] for s in students)
     assert [(j.state, j.attempts) for j in moodle_sync.jobs()] == [("done", 1)] * 5
@@ -62,13 +65,14 @@ def test_jobs_retry_with_backoff_while_moodle_is_down_then_go_through(
 def test_backoff_grows_with_each_failed_attempt(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle
 ) -> None:
+    settings = moodle_settings(moodle_sync.settings, moodle_outage_grace_hours=0)
     student = StudentRecordFactory(program=None)
     moodle_sync.post("students", [student])
     delays = []
     with fake_moodle.fault(Fault("status", status=502)):
         for _ in range(3):
             started = utcnow()
-            moodle_sync.drain(fake_moodle)
+            moodle_sync.drain(fake_moodle, settings=settings)
             delays.append(moodle_sync.job("students", student["id"]).due_at - started)
             moodle_sync.make_due()
 
@@ -82,7 +86,9 @@ def test_backoff_grows_with_each_failed_attempt(
 def test_a_job_that_keeps_failing_ends_dead_with_the_last_error_and_can_be_retried(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle
 ) -> None:
-    settings = moodle_settings(moodle_sync.settings, worker_max_attempts=3)
+    settings = moodle_settings(
+        moodle_sync.settings, worker_max_attempts=3, moodle_outage_grace_hours=0
+    )
     student = StudentRecordFactory(program=None)
     moodle_sync.post("students", [student])
 
@@ -127,7 +133,7 @@ def test_an_answer_lost_after_moodle_did_the_work_does_not_do_it_twice(
     moodle_sync.drain(fake_moodle, transport=lossy)
     assert lossy.times == 0
     assert moodle_sync.states()["pending"] > 0
-    moodle_sync.make_due()
+    moodle_sync.end_pause_probe_wait()
     moodle_sync.drain(fake_moodle)
 
     assert created_items(fake_moodle, "core_user_create_users") == 4
@@ -141,9 +147,9 @@ def test_an_answer_lost_after_moodle_did_the_work_does_not_do_it_twice(
         user = person(fake_moodle, student["id"])
         assert fake_moodle.course_roles(user.id, course.id) == (STUDENT_ROLE,)
     assert moodle_sync.states() == {"done": 9}
-    retried = [job for job in moodle_sync.jobs() if job.attempts == 1]
-    assert retried
-    assert all(job.last_errorcode == "unavailable" for job in retried)
+    # A lost answer is Moodle being unreachable for a moment: no attempt is spent on it.
+    assert all(job.attempts == 0 for job in moodle_sync.jobs())
+    assert moodle_sync.pause() is None
 
 
 def test_a_defect_while_delivering_a_batch_is_retried_and_shown_on_its_jobs(
@@ -169,3 +175,90 @@ def test_a_defect_while_delivering_a_batch_is_retried_and_shown_on_its_jobs(
 
     assert moodle_sync.states() == {"done": 7}
     assert len(fake_moodle.enrolments()) == 3
+
+
+# ---- the circuit breaker: an outage is one event, not thousands of failures ----------------
+
+
+def test_a_moodle_outage_opens_the_breaker_and_no_job_spends_an_attempt(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    world = one_class(students=4)
+    post_all(moodle_sync, world.by_entity())
+
+    with fake_moodle.fault(Fault("status", status=503)):
+        moodle_sync.drain(fake_moodle)
+        calls = len(fake_moodle.calls)
+        pause = moodle_sync.pause()
+        assert pause is not None
+        assert (pause.kind, pause.failures) == ("outage", 1)
+        assert all((job.state, job.attempts) == ("pending", 0) for job in moodle_sync.jobs()), (
+            moodle_sync.states()
+        )
+        status = moodle_sync.client.get("/v1/status").json()
+        assert status["paused"]["default"]["kind"] == "outage"
+        assert status["paused"]["default"]["reason"].startswith("Moodle cannot be reached")
+
+        # Not probed again before its time: no call at all.
+        assert moodle_sync.drain(fake_moodle) == 0
+        assert len(fake_moodle.calls) == calls
+
+        # Probed while still down: one call, and the next probe waits longer.
+        moodle_sync.end_pause_probe_wait()
+        moodle_sync.drain(fake_moodle)
+        assert [c.function for c in fake_moodle.calls[calls:]] == ["core_webservice_get_site_info"]
+        again = moodle_sync.pause()
+        assert again is not None
+        assert again.failures == 2
+        assert again.probe_at - utcnow() > timedelta(seconds=1)
+
+    moodle_sync.end_pause_probe_wait()
+    moodle_sync.drain(fake_moodle)
+
+    assert moodle_sync.pause() is None
+    assert moodle_sync.states() == {"done": 11}
+    assert all(job.attempts == 0 for job in moodle_sync.jobs())
+    assert len(people(fake_moodle)) == 5
+
+
+def test_after_a_ten_minute_outage_everything_held_back_goes_at_once(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    world = one_class(students=6)
+    post_all(moodle_sync, world.by_entity())
+    with fake_moodle.fault(Fault("drop")):
+        moodle_sync.drain(fake_moodle)
+        for _ in range(8):  # probes during ten minutes, each waiting longer
+            moodle_sync.end_pause_probe_wait()
+            moodle_sync.drain(fake_moodle)
+    pause = moodle_sync.pause()
+    assert pause is not None
+    # The probes never wait longer than MOODLE_PROBE_MAX_SECONDS (30 s by default).
+    assert pause.probe_at - utcnow() <= timedelta(seconds=31)
+    with moodle_sync.db.sessions.begin() as session:
+        session.execute(update(DeliveryPause).values(paused_at=utcnow() - timedelta(minutes=10)))
+        # Some jobs were in a backoff from before (a passing error): they go too.
+        session.execute(update(Job).values(due_at=utcnow() + timedelta(hours=1)))
+
+    moodle_sync.end_pause_probe_wait()
+    moodle_sync.drain(fake_moodle)
+
+    assert moodle_sync.states() == {"done": 15}
+    assert all(job.attempts == 0 for job in moodle_sync.jobs())
+
+
+def test_an_outage_longer_than_its_grace_spends_attempts_again(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    student = StudentRecordFactory(program=None)
+    moodle_sync.post("students", [student])
+    with fake_moodle.fault(Fault("status", status=502)):
+        moodle_sync.drain(fake_moodle)
+        assert moodle_sync.job("students", student["id"]).attempts == 0
+        with moodle_sync.db.sessions.begin() as session:
+            session.execute(update(DeliveryPause).values(paused_at=utcnow() - timedelta(hours=25)))
+        moodle_sync.make_due()
+        moodle_sync.drain(fake_moodle)
+
+    job = moodle_sync.job("students", student["id"])
+    assert (job.state, job.attempts, job.last_errorcode) == ("pending", 1, "unavailable")

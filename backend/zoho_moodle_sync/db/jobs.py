@@ -133,12 +133,17 @@ class MoodleCall(Base):
 
 
 class DeliveryPause(Base):
-    """A tenant whose Moodle refused the token or a capability: delivery stops until fixed."""
+    """A tenant whose delivery stops until its Moodle is probed successfully: Moodle refused the
+    token or a capability (`access`, until someone fixes it), or could not be reached (`outage`,
+    the circuit breaker: jobs wait without spending their attempts)."""
 
     __tablename__ = "delivery_pauses"
 
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), default="access")
     errorcode: Mapped[str] = mapped_column(String(100))
     reason: Mapped[str] = mapped_column(Text)
     paused_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     probe_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Failed probes in a row: the next probe waits longer (up to MOODLE_PROBE_MAX_SECONDS)."""

@@ -26,7 +26,7 @@ from zoho_moodle_sync.delivery.store import CallRecord, Job, Link, LinkWrite, Se
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import MoodleAccessDenied, MoodleRejected, MoodleUnavailable
 from zoho_moodle_sync.fingerprint import fingerprint
-from zoho_moodle_sync.jobs import queue
+from zoho_moodle_sync.jobs.lease import Lease
 from zoho_moodle_sync.jobs.queue import Verdict
 from zoho_moodle_sync.moodle import (
     Enrolment,
@@ -55,6 +55,15 @@ class TenantPaused(Exception):
     """Moodle refused the token or a capability: stop the tenant's delivery."""
 
     def __init__(self, error: MoodleAccessDenied) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class MoodleDown(Exception):
+    """Moodle could not be reached (network, timeout, 5xx): the jobs the batch did not decide
+    wait for it, and the tenant's circuit breaker opens."""
+
+    def __init__(self, error: MoodleUnavailable) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -93,14 +102,14 @@ class Delivery(ABC):
         policy: DeliveryPolicy,
         client: MoodleClient,
         settings: Settings,
-        worker_id: str | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.db = db
         self.tenant_id = tenant_id
         self.policy = policy
         self.client = client
         self.settings = settings
-        self.worker_id = worker_id
+        self.lease = lease
 
     # ---- database reads, off the event loop -------------------------------------------------
 
@@ -125,22 +134,24 @@ class Delivery(ABC):
     async def _guard_allows(self, entity: str, removals: int) -> bool:
         """The mass-change guard: may this many removals of `entity` go ahead unconfirmed?
 
-        Removals made within the policy's window count too, so a mass removal arriving one
-        record at a time (one webhook each) is held as surely as one arriving in a batch."""
+        The wave is judged against the tenant's whole population of `entity` as Zoho has it
+        (its stored records, those deleted within the window included), not against what has
+        reached Moodle so far: ordinary withdrawals pass while delivery still lags. Removals
+        made within the policy's window count too, so a mass removal arriving one record at a
+        time (one webhook each) is held as surely as one arriving in a batch."""
         since = utcnow() - timedelta(minutes=self.policy.mass_change_window_minutes)
 
         def read() -> tuple[int, int]:
             with self.db.sessions() as session:
                 return (
-                    store.active_links(session, tenant_id=self.tenant_id, entity=entity),
+                    store.population(session, tenant_id=self.tenant_id, entity=entity, since=since),
                     store.removed_links(
                         session, tenant_id=self.tenant_id, entity=entity, since=since
                     ),
                 )
 
-        active, recent = await asyncio.to_thread(read)
-        base = active + recent
-        limit = max(self.policy.mass_change_min, int(base * self.policy.mass_change_share))
+        population, recent = await asyncio.to_thread(read)
+        limit = max(self.policy.mass_change_min, int(population * self.policy.mass_change_share))
         return removals + recent <= limit
 
     # ---- calls ------------------------------------------------------------------------------
@@ -202,20 +213,14 @@ class Delivery(ABC):
         return results
 
     async def _keep_lease(self, batch: Batch) -> None:
-        """Between the calls of a long batch: extend the lease, or stop if it was lost."""
-        if self.worker_id is None:
+        """Between the calls of a long batch: make sure no other worker took some of its jobs
+        over meanwhile, or stop before the next call, so that Moodle gets each change from one
+        worker only (the lease's heartbeat keeps the jobs while a call takes long)."""
+        if self.lease is None:
             return
-        worker_id = self.worker_id
-        held = await asyncio.to_thread(
-            lambda: queue.renew(
-                self.db,
-                worker_id=worker_id,
-                jobs=batch.jobs,
-                lease_seconds=self.settings.worker_lease_seconds,
-            )
-        )
-        if len(held) < len(batch.jobs):
-            raise LeaseLost(f"{len(batch.jobs) - len(held)} job(s) of the batch were taken over")
+        lost = await self.lease.check([job.id for job in batch.jobs])
+        if lost:
+            raise LeaseLost(f"{len(lost)} job(s) of the batch were taken over")
 
     def _calls_of(self, items: Sequence[tuple[Job, _P]]) -> list[list[tuple[Job, _P]]]:
         """`items` cut into calls of at most the batch size whose form fields fit in
@@ -266,12 +271,11 @@ class Delivery(ABC):
     # ---- the run ----------------------------------------------------------------------------
 
     async def deliver(self, batch: Batch) -> None:
-        """Decide every job of the batch; Moodle being unreachable retries what is undecided."""
+        """Decide every job of the batch; Moodle being unreachable stops it (`MoodleDown`)."""
         try:
             await self._deliver(batch)
         except MoodleUnavailable as error:
-            for job in batch.jobs:
-                batch.decide(job, Verdict("retry", str(error), "unavailable"))
+            raise MoodleDown(error) from None
         for job in batch.jobs:
             batch.decide(job, Verdict("done"))
 

@@ -20,6 +20,7 @@ from zoho_moodle_sync.db.models import ENTITY_TABLES
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import moodle_dependents, moodle_prerequisites
 from zoho_moodle_sync.jobs.queue import RELEASE, Claimed, SettleHook, Verdict, enqueue_delivery
+from zoho_moodle_sync.settings import Settings
 
 PREREQUISITE_ENTITIES = moodle_prerequisites()
 """Entities whose delivery can let a waiting job go on."""
@@ -146,13 +147,18 @@ def owners_of(
     }
 
 
-def active_links(session: Session, *, tenant_id: int, entity: str) -> int:
+def population(session: Session, *, tenant_id: int, entity: str, since: datetime) -> int:
+    """The records of `entity` Zoho holds for the tenant: those stored and not deleted, and
+    those deleted since `since` (a wave of deletions is judged against the population it
+    came from, not the one it leaves)."""
+    table = ENTITY_TABLES[entity]
     return int(
         session.scalar(
-            select(func.count()).where(
-                MoodleLink.tenant_id == tenant_id,
-                MoodleLink.entity == entity,
-                MoodleLink.state == "active",
+            select(func.count())
+            .select_from(table)
+            .where(
+                table.c.tenant_id == tenant_id,
+                (table.c.deleted_at.is_(None)) | (table.c.deleted_at >= since),
             )
         )
         or 0
@@ -185,7 +191,11 @@ def settlement_hook(tenant_id: int, settlement: Settlement) -> SettleHook:
         links = [link for link in settlement.links if (link.entity, link.zoho_id) in records]
         _write_links(session, tenant_id, links, now)
         done = [job for job in held if settlement.verdict(job).kind == "done"]
-        if any(job.entity in PREREQUISITE_ENTITIES for job in done):
+        # A prerequisite that got its Moodle id, however (created, found, adopted), lets the
+        # jobs waiting on it go on at once.
+        if any(
+            link.moodle_id is not None and link.entity in PREREQUISITE_ENTITIES for link in links
+        ):
             session.execute(
                 update(JobRow)
                 .where(
@@ -316,21 +326,65 @@ def pause_of(db: Database, tenant_id: int) -> DeliveryPause | None:
 def pause(
     db: Database, *, tenant_id: int, errorcode: str, reason: str, probe_seconds: float
 ) -> None:
+    """Moodle refused access: stop the tenant's delivery; probe again in `probe_seconds`."""
     now = utcnow()
     with db.sessions.begin() as session:
         row = session.get(DeliveryPause, tenant_id)
         if row is None:
-            row = DeliveryPause(tenant_id=tenant_id, paused_at=now)
+            row = DeliveryPause(tenant_id=tenant_id, paused_at=now, failures=0)
             session.add(row)
+        row.kind = "access"
         row.errorcode = errorcode
         row.reason = reason
         row.probe_at = now + timedelta(seconds=probe_seconds)
 
 
+def trip(db: Database, *, tenant_id: int, reason: str, settings: Settings) -> DeliveryPause:
+    """Moodle could not be reached: open (or keep open) the tenant's breaker, and put its next
+    probe off a little longer each time (1 s, 2 s, 4 s ... up to MOODLE_PROBE_MAX_SECONDS)."""
+    now = utcnow()
+    with db.sessions.begin() as session:
+        row = session.get(DeliveryPause, tenant_id)
+        if row is None:
+            row = DeliveryPause(
+                tenant_id=tenant_id, kind="outage", errorcode="unavailable", paused_at=now
+            )
+            row.failures = 0
+            session.add(row)
+        elif row.kind != "outage":
+            return row  # a refusal of access is the more serious pause; it stays
+        row.failures += 1
+        row.reason = reason
+        wait = min(settings.moodle_probe_max_seconds, 2.0 ** (row.failures - 1))
+        row.probe_at = now + timedelta(seconds=wait)
+        session.flush()
+        session.expunge(row)
+        return row
+
+
+def outage_is_old(row: DeliveryPause, settings: Settings) -> bool:
+    """Past the grace (MOODLE_OUTAGE_GRACE_HOURS), an outage no longer spares the jobs' attempts."""
+    age = utcnow() - row.paused_at
+    return row.kind == "outage" and age >= timedelta(hours=settings.moodle_outage_grace_hours)
+
+
 def resume(db: Database, *, tenant_id: int) -> bool:
+    """Moodle answers again: end the pause, and make every delivery job of the tenant that is
+    waiting out a backoff due now."""
+    now = utcnow()
     with db.sessions.begin() as session:
         row = session.get(DeliveryPause, tenant_id)
         if row is None:
             return False
         session.delete(row)
+        session.execute(
+            update(JobRow)
+            .where(
+                JobRow.tenant_id == tenant_id,
+                JobRow.kind == JobKind.DELIVER,
+                JobRow.state.in_((JobState.PENDING, JobState.WAITING)),
+                JobRow.due_at > now,
+            )
+            .values(due_at=now)
+        )
         return True

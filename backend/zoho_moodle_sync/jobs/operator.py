@@ -248,7 +248,7 @@ def status(session: Session, *, tenant_id: int | None = None) -> list[dict[str, 
                 if created
                 else None,
                 "dead": by_state[JobState.DEAD],
-                "paused": None if pause is None else f"{pause.errorcode}: {pause.reason}",
+                "paused": None if pause is None else pause_view(pause)["reason"],
             }
         )
     return report
@@ -269,6 +269,19 @@ def retry_all(db: Database, where: JobFilter) -> dict[str, Any]:
         return {"retried": retry_jobs(session, where)}
 
 
+def pause_view(pause: DeliveryPause) -> dict[str, Any]:
+    """A tenant's delivery pause in words: Moodle refused access, or cannot be reached (the
+    circuit breaker is open)."""
+    why = "Moodle refused access" if pause.kind == "access" else "Moodle cannot be reached"
+    return {
+        "kind": pause.kind,
+        "reason": f"{why}: {pause.errorcode}: {pause.reason}",
+        "since": pause.paused_at.isoformat(),
+        "next_probe": pause.probe_at.isoformat(),
+        "failed_probes": pause.failures,
+    }
+
+
 def status_report(db: Database, *, moodle_of: Any, warnings_of: Any) -> dict[str, Any]:
     """`/v1/status`: per tenant, kind and entity the queue; whether each tenant's Moodle is
     configured (`moodle_of(tenant)`: its connection or None, or a ConfigurationError); and the
@@ -284,12 +297,16 @@ def status_report(db: Database, *, moodle_of: Any, warnings_of: Any) -> dict[str
             except ConfigurationError as error:
                 moodle[tenant.slug] = f"misconfigured: {error}"
         warnings = warnings_of(session)
+        pauses = {
+            pause.tenant_id: pause_view(pause) for pause in session.scalars(select(DeliveryPause))
+        }
     slugs = {tenant.id: tenant.slug for tenant in everyone}
     for row in rows:
         tenant_id = row.pop("tenant_id")
         row["tenant"] = slugs.get(tenant_id) if tenant_id is not None else None
     return {
         "moodle": moodle,
+        "paused": {slugs[tenant_id]: view for tenant_id, view in pauses.items()},
         "delivery": [row for row in rows if row["kind"] == JobKind.DELIVER],
         "queue": [row for row in rows if row["kind"] != JobKind.DELIVER],
         "warnings": [

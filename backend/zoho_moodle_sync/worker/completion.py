@@ -30,6 +30,7 @@ from zoho_moodle_sync.errors import (
 from zoho_moodle_sync.ingress import webhooks
 from zoho_moodle_sync.ingress.webhooks import AcceptedEvent
 from zoho_moodle_sync.jobs import queue
+from zoho_moodle_sync.jobs.lease import Lease, settle_surely
 from zoho_moodle_sync.jobs.queue import Claimed, SettleHook, Verdict
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.zoho import ZohoClient, ZohoCredentials
@@ -77,9 +78,11 @@ async def complete_due(
     )
     if not jobs:
         return 0
-    verdicts = await complete(db, settings, jobs, http=http)
-    await asyncio.to_thread(
-        lambda: queue.settle(
+    async with Lease(
+        db, worker_id=worker_id, jobs=jobs, lease_seconds=settings.worker_lease_seconds
+    ):
+        verdicts = await complete(db, settings, jobs, http=http)
+        await settle_surely(
             db,
             worker_id=worker_id,
             jobs=jobs,
@@ -87,7 +90,6 @@ async def complete_due(
             settings=settings,
             hook=_failed_events(verdicts, settings),
         )
-    )
     return len(jobs)
 
 

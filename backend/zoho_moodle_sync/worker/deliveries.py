@@ -23,11 +23,13 @@ from zoho_moodle_sync.db.jobs import JobKind
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.delivery import DELIVERY_BY_KIND, Batch, LeaseLost, TenantPaused, store
+from zoho_moodle_sync.delivery.base import MoodleDown
 from zoho_moodle_sync.delivery.store import Job, Settlement
 from zoho_moodle_sync.entities import DELIVERED, MOODLE_SIDES
 from zoho_moodle_sync.errors import ConfigurationError, MoodleAccessDenied, MoodleUnavailable
 from zoho_moodle_sync.jobs import queue
-from zoho_moodle_sync.jobs.queue import Claimed, Verdict
+from zoho_moodle_sync.jobs.lease import Lease, settle_surely
+from zoho_moodle_sync.jobs.queue import RELEASE, Verdict
 from zoho_moodle_sync.moodle import MoodleClient
 from zoho_moodle_sync.settings import Settings
 
@@ -51,8 +53,6 @@ class Deliveries:
         self.worker_id = worker_id
         self._stopping = stopping
         self._misconfigured: set[str] = set()
-        self._claims: dict[int, Claimed] = {}
-        """The queue's view of the jobs in hand, by id."""
 
     async def run_due(self, http: httpx.AsyncClient) -> int:
         """Deliver what is due now, once; returns how many jobs were settled."""
@@ -90,22 +90,27 @@ class Deliveries:
         return rows
 
     async def _may_deliver(self, tenant: Tenant, client: MoodleClient) -> bool:
-        """False while the tenant is paused; a paused tenant is probed now and then, and
-        resumes by itself once its Moodle accepts the token again."""
+        """False while the tenant is paused. A paused tenant's Moodle is probed (site info) when
+        its probe is due: access refused keeps it paused (probed every PAUSE_PROBE_SECONDS);
+        unreachable puts the next probe off a little longer (the breaker stays open); an answer
+        resumes delivery at once, with every job that was held back. Past the outage grace,
+        jobs are delivered (and spend their attempts) even while Moodle is unreachable."""
         pause = await asyncio.to_thread(store.pause_of, self.db, tenant.id)
         if pause is None:
             return True
+        old = store.outage_is_old(pause, self.settings)
         if pause.probe_at > utcnow():
-            return False
+            return old
         try:
             await client.get_site_info()
         except MoodleAccessDenied as error:
             await self._pause(tenant, error)
             return False
-        except MoodleUnavailable:
-            return False
+        except MoodleUnavailable as error:
+            await self._trip(tenant, error)
+            return old
         await asyncio.to_thread(store.resume, self.db, tenant_id=tenant.id)
-        log.warning("tenant %s: Moodle accepts the token again; delivery resumed", tenant.slug)
+        log.warning("tenant %s: Moodle answers again; delivery resumed", tenant.slug)
         return True
 
     async def _pause(self, tenant: Tenant, error: MoodleAccessDenied) -> None:
@@ -127,6 +132,17 @@ class Deliveries:
             self.settings.pause_probe_seconds,
         )
 
+    async def _trip(self, tenant: Tenant, error: MoodleUnavailable) -> bool:
+        """Open the tenant's breaker; whether the outage is past its grace."""
+        row = await asyncio.to_thread(
+            lambda: store.trip(
+                self.db, tenant_id=tenant.id, reason=str(error), settings=self.settings
+            )
+        )
+        if row.failures == 1:
+            log.warning("tenant %s: Moodle is unreachable (%s); delivery waits", tenant.slug, error)
+        return store.outage_is_old(row, self.settings)
+
     async def _deliver_tenant(self, tenant: Tenant, client: MoodleClient) -> int:
         claimed = await asyncio.to_thread(
             lambda: queue.claim(
@@ -140,13 +156,22 @@ class Deliveries:
         )
         if not claimed:
             return 0
-        self._claims.update((job.id, job) for job in claimed)
-        jobs = [Job.of(job) for job in claimed]
+        lease = Lease(
+            self.db,
+            worker_id=self.worker_id,
+            jobs=claimed,
+            lease_seconds=self.settings.worker_lease_seconds,
+        )
+        async with lease:
+            return await self._deliver_claim(tenant, client, lease)
+
+    async def _deliver_claim(self, tenant: Tenant, client: MoodleClient, lease: Lease) -> int:
+        jobs = [Job.of(job) for job in lease.held.values()]
         try:
             policy = tenants.delivery_policy(tenant)
         except ConfigurationError as error:
             log.error("tenant %s: %s", tenant.slug, error)
-            await self._settle(tenant, jobs, Settlement())
+            await self._settle(tenant, lease, jobs, Settlement())
             return 0
         deliveries = {
             spec.key: DELIVERY_BY_KIND[side.kind](
@@ -155,7 +180,7 @@ class Deliveries:
                 policy=policy,
                 client=client,
                 settings=self.settings,
-                worker_id=self.worker_id,
+                lease=lease,
             )
             for spec, side in MOODLE_SIDES
         }
@@ -167,61 +192,67 @@ class Deliveries:
         settled = 0
         for index, batch in enumerate(batches):
             if self._stopping.is_set():
-                await self._hand_back(tenant, batches[index:])
+                await self._hand_back(tenant, lease, batches[index:])
                 break
-            if index:
-                batch.jobs = await asyncio.to_thread(self._renew, batch.jobs)
-                if not batch.jobs:
-                    continue
+            batch.jobs = [job for job in batch.jobs if job.id not in lease.lost]
+            if not batch.jobs:
+                continue
             try:
                 await deliveries[batch.entity].deliver(batch)
             except LeaseLost:
                 # What this worker still holds goes back; the changes it made are found again
                 # in Moodle (by idnumber) by whoever delivers these jobs.
                 log.warning("tenant %s: leases of a %s batch ran out", tenant.slug, batch.entity)
-                await self._settle(tenant, batch.jobs, Settlement())
+                await self._settle(tenant, lease, batch.jobs, Settlement())
                 continue
             except TenantPaused as paused:
                 for job in batch.jobs:
-                    batch.settlement.verdicts[job.id] = Verdict("release")
-                await self._settle(tenant, batch.jobs, batch.settlement)
-                await self._hand_back(tenant, batches[index + 1 :])
+                    batch.decide(job, RELEASE)
+                await self._settle(tenant, lease, batch.jobs, batch.settlement)
+                await self._hand_back(tenant, lease, batches[index + 1 :])
                 await self._pause(tenant, paused.error)
+                break
+            except MoodleDown as down:
+                # One outage, not thousands of failures: what the batch did not decide waits,
+                # without spending attempts (until the outage outlasts its grace).
+                old = await self._trip(tenant, down.error)
+                waiting = (
+                    Verdict("retry", str(down.error), "unavailable")
+                    if old
+                    else Verdict("release", f"waiting for Moodle: {down.error}")
+                )
+                for job in batch.jobs:
+                    batch.decide(job, waiting)
+                await self._settle(tenant, lease, batch.jobs, batch.settlement)
+                await self._hand_back(tenant, lease, batches[index + 1 :])
+                settled += len(batch.jobs)
                 break
             except Exception as error:  # a defect: retried, and shown on the jobs, not hidden
                 log.exception("tenant %s: delivering %s failed", tenant.slug, batch.entity)
                 reason = f"internal error: {type(error).__name__}: {error}"
                 for job in batch.jobs:
-                    batch.settlement.verdicts[job.id] = Verdict("retry", reason, "internal_error")
-            await self._settle(tenant, batch.jobs, batch.settlement)
+                    batch.decide(job, Verdict("retry", reason, "internal_error"))
+            await self._settle(tenant, lease, batch.jobs, batch.settlement)
             settled += len(batch.jobs)
         return settled
 
-    def _renew(self, jobs: Sequence[Job]) -> list[Job]:
-        """The claim's next batch, with a fresh lease: a long claim must not let the later
-        batches' leases run out while the earlier ones are delivered."""
-        return queue.renew(
+    async def _hand_back(self, tenant: Tenant, lease: Lease, batches: Sequence[Batch]) -> None:
+        for batch in batches:
+            await self._settle(tenant, lease, batch.jobs, Settlement())
+
+    async def _settle(
+        self, tenant: Tenant, lease: Lease, jobs: Sequence[Job], settlement: Settlement
+    ) -> None:
+        claimed = [lease.held[job.id] for job in jobs if job.id in lease.held]
+        await settle_surely(
             self.db,
             worker_id=self.worker_id,
-            jobs=jobs,
-            lease_seconds=self.settings.worker_lease_seconds,
+            jobs=claimed,
+            verdicts=settlement.verdicts,
+            settings=self.settings,
+            hook=store.settlement_hook(tenant.id, settlement),
         )
-
-    async def _hand_back(self, tenant: Tenant, batches: Sequence[Batch]) -> None:
-        for batch in batches:
-            await self._settle(tenant, batch.jobs, Settlement())
-
-    async def _settle(self, tenant: Tenant, jobs: Sequence[Job], settlement: Settlement) -> None:
-        await asyncio.to_thread(
-            lambda: queue.settle(
-                self.db,
-                worker_id=self.worker_id,
-                jobs=[self._claims.pop(job.id) for job in jobs if job.id in self._claims],
-                verdicts=settlement.verdicts,
-                settings=self.settings,
-                hook=store.settlement_hook(tenant.id, settlement),
-            )
-        )
+        lease.release([job.id for job in claimed])
 
 
 def _chunks(jobs: list[Job], settings: Settings) -> list[list[Job]]:

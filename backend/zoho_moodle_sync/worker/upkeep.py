@@ -25,6 +25,7 @@ from zoho_moodle_sync.db.security import IdempotentRequest
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.ingress import pipeline
 from zoho_moodle_sync.jobs import queue
+from zoho_moodle_sync.jobs.lease import settle_surely
 from zoho_moodle_sync.jobs.queue import Claimed, Verdict
 from zoho_moodle_sync.settings import Settings
 
@@ -73,10 +74,8 @@ async def run_due(
         if not jobs:
             continue
         verdicts = {job.id: await asyncio.to_thread(_run, db, settings, job) for job in jobs}
-        await asyncio.to_thread(
-            lambda jobs=jobs, verdicts=verdicts: queue.settle(  # type: ignore[misc]
-                db, worker_id=worker_id, jobs=jobs, verdicts=verdicts, settings=settings
-            )
+        await settle_surely(
+            db, worker_id=worker_id, jobs=jobs, verdicts=verdicts, settings=settings
         )
         settled += len(jobs)
     return settled
