@@ -15,6 +15,7 @@ from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITIES, ENTITY_BY_KEY, EntitySpec
 from zoho_moodle_sync.errors import NotFound, Unprocessable
 from zoho_moodle_sync.jobs import operator
+from zoho_moodle_sync.zoho.ids import is_zoho_id
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -169,6 +170,8 @@ def record_view(
     spec = ENTITY_BY_KEY.get(entity)
     if spec is None:
         raise NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+    if not is_zoho_id(zoho_id):
+        raise NotFound(f"{zoho_id!r} is not a Zoho record id (digits)")
     with db.sessions() as session:
         view = describe(session, tenant_id=tenant_id, entity=spec, zoho_id=zoho_id, history=history)
         if view is None:

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    api_docs: Literal["public", "off"] = "public"
     default_tenant: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch_records: int = Field(default=1000, ge=1, le=100_000)

@@ -607,6 +607,8 @@ def test_the_served_access_log_keeps_a_query_token_out(tmp_path: Path) -> None:
             wait_until_healthy(process, base_url, log_path)
             answer = httpx.get(f"{base_url}/v1/jobs", params={"token": TEST_SECRET})
             refused = httpx.get(f"{base_url}/v1/jobs", params={"token": TEST_SECRET + "-typo"})
+            # The server reads `%74oken` as `token`: it authenticates, and is masked too.
+            encoded = httpx.get(f"{base_url}/v1/jobs?%74oken={TEST_SECRET}")
         finally:
             process.terminate()
             process.wait(timeout=15)
@@ -614,5 +616,7 @@ def test_the_served_access_log_keeps_a_query_token_out(tmp_path: Path) -> None:
     logged = log_path.read_text(errors="replace")
     assert answer.status_code == 200
     assert refused.status_code == 401
+    assert encoded.status_code == 200
+    assert "/v1/jobs?%74oken=***" in logged
     assert "/v1/jobs" in logged, "the access log is off: nothing to check"
     assert TEST_SECRET not in logged

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from zoho_moodle_sync import __version__, credentials, tenants
 from zoho_moodle_sync.api.docs_pages import install_docs_pages
 from zoho_moodle_sync.api.request_metrics import RequestMetrics
-from zoho_moodle_sync.api.responses import install_error_handlers
+from zoho_moodle_sync.api.responses import error_responses, install_error_handlers
 from zoho_moodle_sync.api.routes import health, jobs, metrics, records, sync, webhooks
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.session import Database
@@ -74,11 +74,14 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         lifespan=lifespan,
         docs_url=None,  # served by install_docs_pages, without a CDN
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.api_docs == "public" else None,
+        responses=error_responses(500),
     )
     app.state.settings = settings
     app.add_middleware(RequestMetrics)
     install_error_handlers(app)
-    install_docs_pages(app)
+    if settings.api_docs == "public":
+        install_docs_pages(app)
     app.include_router(health.router)
     app.include_router(sync.router)
     app.include_router(records.router)

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
@@ -15,6 +16,42 @@ from zoho_moodle_sync.errors import ConfigurationError, RequestRejected
 from zoho_moodle_sync.ingress.events import Answer
 
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable: malformed_body, unauthenticated, ...")
+    message: str = Field(description="What was wrong, in plain words")
+    details: Any = Field(default=None, description="Which field, or where in the body")
+    event_id: int | None = Field(
+        default=None, description="The stored request this answer is about, for a replay"
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every refusal and failure has this shape."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The body cannot be read: empty, not valid JSON (with the position), not UTF-8",
+    401: "No credential, or one that matches nothing",
+    403: "X-Tenant-ID names another tenant, or a tenant's secret on an admin route",
+    404: "Unknown entity, tenant, record, job or event",
+    409: "The same request (Idempotency-Key) is still being processed, or the job cannot be "
+    "retried in its state",
+    413: "The body is over MAX_BODY_BYTES",
+    415: "A content type that is neither JSON nor a form",
+    422: "Readable but unusable: a field, parameter or limit is wrong (`details` names it)",
+    500: "A defect in the service; the request was logged (and stored, if it was a sync or "
+    "webhook)",
+    503: "The database cannot be reached; try again shortly",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for the OpenAPI document: all share `ErrorBody`."""
+    return {code: {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -91,5 +128,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             500,
             "internal_error",
-            "Unexpected error; the request was stored and can be replayed once this is fixed",
+            "Unexpected error (a defect in the service; it was logged). Requests to /v1/sync and "
+            "the webhook routes are stored first, and can be replayed once it is fixed",
         )

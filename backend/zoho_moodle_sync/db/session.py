@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -78,6 +80,19 @@ def _sqlite_engine(database_url: str) -> Engine:
     return engine
 
 
+def private_sqlite_file(path: Path) -> None:
+    """The embedded database holds personal data: its folder (when the service makes it) is
+    readable by its owner only, and so are the file and the journal files SQLite makes beside
+    it (SQLite gives them the database file's own permissions)."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        if file.exists():
+            file.chmod(0o600)
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -94,7 +109,7 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         path = settings.sqlite_path()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(path)
         return cls(settings.database_url)
 
     @property

@@ -67,7 +67,7 @@ class Answer:
 
 
 def redact_query(query: Mapping[str, str]) -> dict[str, str]:
-    return {clean(k): "***" if _looks_secret(k) else clean(v) for k, v in query.items()}
+    return {clean(k): "***" if looks_secret(k) else clean(v) for k, v in query.items()}
 
 
 def clean(text: str, limit: int = 1000) -> str:
@@ -80,11 +80,11 @@ def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {
         k.lower(): v
         for k, v in headers.items()
-        if k.lower() in _KEPT_HEADERS and not _looks_secret(k)
+        if k.lower() in _KEPT_HEADERS and not looks_secret(k)
     }
 
 
-def _looks_secret(name: str) -> bool:
+def looks_secret(name: str) -> bool:
     lowered = name.lower()
     return lowered != "idempotency-key" and any(word in lowered for word in _SECRET_WORDS)
 

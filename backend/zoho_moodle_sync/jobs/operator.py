@@ -260,6 +260,8 @@ def jobs_view(db: Database, where: JobFilter, *, limit: int) -> dict[str, Any]:
 
 
 def retry_one(db: Database, *, tenant_id: int, job_id: int) -> dict[str, Any]:
+    if not 0 < job_id < 2**63:  # no job has such an id (the column is a 64-bit integer)
+        raise NotFound(f"no job {job_id}")
     with db.sessions.begin() as session:
         return job_view(retry_job(session, tenant_id=tenant_id, job_id=job_id))
 

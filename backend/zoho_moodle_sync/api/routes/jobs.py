@@ -9,11 +9,13 @@ from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import records, tenants
 from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep, SettingsDep, TenantDep
-from zoho_moodle_sync.api.responses import json_response
+from zoho_moodle_sync.api.responses import error_responses, json_response
 from zoho_moodle_sync.jobs import operator
 from zoho_moodle_sync.jobs.operator import JOB_STATES, JobFilter
 
-router = APIRouter(prefix="/v1", tags=["delivery"])
+router = APIRouter(
+    prefix="/v1", tags=["delivery"], responses=error_responses(401, 403, 404, 409, 422, 503)
+)
 
 StateQuery = Annotated[str | None, Query(description=f"One of {', '.join(JOB_STATES)}")]
 EntityQuery = Annotated[str | None, Query(description="students, classes, enrollments, ...")]

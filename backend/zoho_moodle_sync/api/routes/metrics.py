@@ -8,8 +8,9 @@ from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import metrics
 from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep
+from zoho_moodle_sync.api.responses import error_responses
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=error_responses(401, 403, 422, 503))
 
 
 @router.get("/metrics", summary="Prometheus metrics (jobs, Moodle calls, delivery latency)")

@@ -8,9 +8,11 @@ from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync import records
 from zoho_moodle_sync.api.deps import DatabaseDep, TenantDep
-from zoho_moodle_sync.api.responses import json_response
+from zoho_moodle_sync.api.responses import error_responses, json_response
 
-router = APIRouter(prefix="/v1", tags=["records"])
+router = APIRouter(
+    prefix="/v1", tags=["records"], responses=error_responses(401, 403, 404, 422, 503)
+)
 
 
 @router.get("/records/{entity}/{zoho_id}", summary="What the service knows about one Zoho record")

@@ -12,10 +12,14 @@ from zoho_moodle_sync.api.deps import (
     SettingsDep,
     TenantDep,
 )
-from zoho_moodle_sync.api.responses import answer_response
+from zoho_moodle_sync.api.responses import answer_response, error_responses
 from zoho_moodle_sync.ingress import requests
 
-router = APIRouter(prefix="/v1/sync", tags=["sync"])
+router = APIRouter(
+    prefix="/v1/sync",
+    tags=["sync"],
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
+)
 
 
 @router.post(

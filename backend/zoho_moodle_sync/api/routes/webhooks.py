@@ -4,7 +4,7 @@ stored, checked and answered 202 within milliseconds; a worker completes the rec
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
@@ -16,18 +16,114 @@ from zoho_moodle_sync.api.deps import (
     SettingsDep,
     TenantDep,
 )
-from zoho_moodle_sync.api.responses import answer_response
+from zoho_moodle_sync.api.responses import answer_response, error_responses
 from zoho_moodle_sync.ingress import webhooks
 
-router = APIRouter(prefix="/v1/webhooks/zoho", tags=["webhooks"])
+router = APIRouter(
+    prefix="/v1/webhooks/zoho",
+    tags=["webhooks"],
+    responses=error_responses(400, 401, 403, 409, 413, 415, 422, 503),
+)
 
 XTenantId = Annotated[str | None, Header(alias="X-Tenant-ID", include_in_schema=False)]
+
+
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Stored and accepted; a worker completes it. A repeat is answered like "
+        "the first (`status: duplicate`, or the first answer with `Idempotent-Replayed`)",
+        "content": {
+            "application/json": {
+                "example": {
+                    "event_id": 14,
+                    "status": "accepted",
+                    "entity": "enrollments",
+                    "module": "BTEC_Enrollments",
+                    "operation": "upsert",
+                    "ids": ["5725767141565000085"],
+                }
+            }
+        },
+    }
+}
+_WORKFLOW_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "title": "Record id only",
+                            "type": "object",
+                            "properties": {
+                                "module": {"type": "string", "example": "BTEC_Enrollments"},
+                                "zoho_id": {"type": "string", "example": "5725767141565000085"},
+                                "operation": {"type": "string", "enum": ["upsert", "delete"]},
+                            },
+                            "required": ["zoho_id"],
+                        },
+                        {
+                            "title": "Merge fields",
+                            "type": "object",
+                            "description": "zoho_id (or id) and module, with the record's "
+                            "fields by their api names",
+                            "additionalProperties": True,
+                        },
+                        {
+                            "title": "Full records",
+                            "type": "object",
+                            "properties": {
+                                "module": {"type": "string"},
+                                "data": {"type": "array", "items": {"type": "object"}},
+                            },
+                            "required": ["data"],
+                        },
+                    ]
+                }
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"module": {"type": "string"}, "zoho_id": {"type": "string"}},
+                    "additionalProperties": {"type": "string"},
+                }
+            },
+        },
+    }
+}
+_NOTIFICATION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "server_time": {"type": "integer"},
+                        "query_params": {"type": "object"},
+                        "module": {"type": "string", "example": "BTEC_Students"},
+                        "resource_uri": {"type": "string"},
+                        "ids": {"type": "array", "items": {"type": "string"}},
+                        "affected_fields": {"type": "array", "items": {}},
+                        "operation": {"type": "string", "enum": ["insert", "update", "delete"]},
+                        "channel_id": {"type": "string"},
+                        "token": {"type": "string", "description": "The channel's token"},
+                    },
+                    "required": ["module", "ids", "operation", "channel_id"],
+                }
+            }
+        },
+    }
+}
 
 
 @router.post(
     "/notifications",
     status_code=202,
     summary="Zoho Notifications API callback (`{module, ids, operation, channel_id, token}`)",
+    responses=_ACCEPTED,
+    openapi_extra=_NOTIFICATION_BODY,
 )
 async def notification(
     inbound: InboundDep,
@@ -42,8 +138,20 @@ async def notification(
     return answer_response(answer)
 
 
-@router.post("", status_code=202, summary="Zoho workflow-rule webhook (module in the body)")
-@router.post("/{module}", status_code=202, summary="Zoho workflow-rule webhook for a module")
+@router.post(
+    "",
+    status_code=202,
+    summary="Zoho workflow-rule webhook (module in the body)",
+    responses=_ACCEPTED,
+    openapi_extra=_WORKFLOW_BODY,
+)
+@router.post(
+    "/{module}",
+    status_code=202,
+    summary="Zoho workflow-rule webhook for a module",
+    responses=_ACCEPTED,
+    openapi_extra=_WORKFLOW_BODY,
+)
 async def workflow(
     inbound: InboundDep,
     caller: TenantDep,
