@@ -10,6 +10,8 @@
 #                    wait until the role can log in over TCP with its password, and print
 #                    `export ...` lines on stdout (everything else goes to stderr)
 #   stop [DIR]       stop the server living in DIR (default $ZMS_PG_DIR) and delete DIR
+#   restart [DIR [SECONDS]]  stop that server (pg_ctl stop -m fast), wait SECONDS (default 0) and
+#                    start it again: a database restart, as a fault for the tests
 #   install          apt-get install Debian's PostgreSQL server if no initdb/pg_ctl is found (root)
 #
 # Knobs (environment): ZMS_PG_PORT first port to try (default 54329; the next free one is
@@ -195,10 +197,22 @@ cmd_stop() {
     log "stopped and removed $dir"
 }
 
+cmd_restart() {
+    local dir=${1:-${ZMS_PG_DIR:-}} down=${2:-0} bin
+    [[ -n "$dir" && -f "$dir/.zms-pg" ]] || die "usage: bash .ci/postgres.sh restart DIR [SECONDS]"
+    bin=$(cat "$dir/bindir")
+    pgdir=$dir
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2
+    sleep "$down"
+    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-p $(cat "$dir/port")" start >&2
+}
+
 pgdir=
 case "${1:-start}" in
 start) cmd_start ;;
 stop) cmd_stop "${2:-}" ;;
+restart) cmd_restart "${2:-}" ;;
 install) cmd_install ;;
-*) die "usage: bash .ci/postgres.sh [start|stop DIR|install]" ;;
+*) die "usage: bash .ci/postgres.sh [start|stop DIR|restart DIR|install]" ;;
 esac

@@ -25,7 +25,7 @@ from tests.deploy.deployment import (
     healthcheck_command,
     only,
 )
-from tests.e2e.test_quickstart import console_script, free_port, wait_until_healthy
+from tests.e2e.servers import console_script, free_port, wait_until_healthy
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.session import make_engine
 

@@ -6,12 +6,10 @@ workers complete every event exactly once, and ask Zoho for each record exactly 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -19,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.test_quickstart import console_script, free_port, wait_until_healthy
+from tests.e2e.servers import free_port, process, wait_until_healthy
 from tests.factories import STUDENTS, StudentRecordFactory
 from tests.fakes.zoho import (
     DEFAULT_CLIENT_ID,
@@ -37,24 +35,6 @@ pytestmark = pytest.mark.e2e
 
 WEBHOOKS = 500
 SETTLE_SECONDS = 120
-
-
-@contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A `zoho-moodle-sync` process, stopped (SIGTERM, then SIGKILL) whatever happens."""
-    with log.open("wb") as output:
-        running = subprocess.Popen(  # noqa: S603
-            [console_script(), *args], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-        try:
-            yield running
-        finally:
-            running.terminate()
-            try:
-                running.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                running.kill()
-                running.wait(timeout=15)
 
 
 def completed(db: Database) -> int:

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sysconfig
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
+from tests.e2e.servers import console_script, free_port, wait_until_healthy
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings
 
@@ -30,25 +27,6 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 README_ENROLLMENT = "5725767141565000085"
-STARTUP_SECONDS = 60
-
-
-def console_script() -> str:
-    """The `zoho-moodle-sync` script of the Python running the tests (or else the one on PATH)."""
-    beside_python = Path(sysconfig.get_path("scripts")) / "zoho-moodle-sync"
-    if beside_python.exists():
-        return str(beside_python)
-    on_path = shutil.which("zoho-moodle-sync")
-    if on_path is None:
-        pytest.fail("the zoho-moodle-sync console script is not installed: pip install -e .")
-    return on_path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -90,26 +68,6 @@ def server(server_database: dict[str, str], tmp_path: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=15)
-
-
-def wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, stderr: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"the server exited with status {process.returncode} before answering; "
-                f"its stderr:\n{stderr.read_text(errors='replace')}"
-            )
-        try:
-            if httpx.get(f"{base_url}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(
-        f"the server did not answer /v1/health within {STARTUP_SECONDS}s; "
-        f"its stderr:\n{stderr.read_text(errors='replace')}"
-    )
 
 
 def load_example(entity: str) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from tests.conftest import AUTH, TEST_SECRET, sync, tenant_with_secret
-from tests.e2e.test_quickstart import console_script, free_port, wait_until_healthy
+from tests.e2e.servers import console_script, free_port, wait_until_healthy
 from tests.factories import TeacherRecordFactory
 from tests.fakes.zoho import DEFAULT_CLIENT_SECRET, DEFAULT_REFRESH_TOKEN, FakeZoho
 from tests.security.conftest import (
