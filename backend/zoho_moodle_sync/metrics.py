@@ -186,10 +186,13 @@ def _slug(slugs: dict[int, str], tenant_id: int | None) -> str:
     return "" if tenant_id is None else slugs.get(tenant_id, str(tenant_id))
 
 
-def render(db: Database) -> bytes:
-    """The scrape: the database's figures and this host's processes' own."""
+def render(db: Database, extra: Iterable[Collector] = ()) -> bytes:
+    """The scrape: the database's figures (with the `extra` collectors' of higher layers) and
+    this host's processes' own."""
     registry = CollectorRegistry()
     registry.register(DatabaseCollector(db))
+    for collector in extra:
+        registry.register(collector)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)

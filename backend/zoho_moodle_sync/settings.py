@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     zoho_refresh_token: SecretStr = SecretStr("")
     zoho_data_centre: Literal["us", "eu", "in", "au", "cn", "jp", "ca", "sa", "uk"] = "us"
     zoho_accounts_url: str = ""
+    zoho_requests_per_minute: float = Field(default=300.0, ge=0)
+    reconcile_minutes: float = Field(default=15.0, ge=0)
+    reconcile_overlap_minutes: float = Field(default=5.0, ge=0)
+    webhook_fetch_window_seconds: float = Field(default=1.0, ge=0, le=60)
+    moodle_check_hours: float = Field(default=24.0, ge=0)
     moodle_url: str = ""
     moodle_token: SecretStr = SecretStr("")
     moodle_timeout_seconds: float = Field(default=60.0, gt=0)

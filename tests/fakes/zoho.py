@@ -229,6 +229,7 @@ class FakeZoho:
                 Route("/oauth/v2/token", self._token, methods=["POST"]),
                 Route("/crm/{version}/actions/watch", self._watch, methods=["POST", "PATCH"]),
                 Route("/crm/{version}/{module}/deleted", self._list_deleted, methods=["GET"]),
+                Route("/crm/{version}/{module}/actions/count", self._count, methods=["GET"]),
                 Route("/crm/{version}/{module}/{record_id}", self._get_one, methods=["GET"]),
                 Route("/crm/{version}/{module}", self._list, methods=["GET"]),
             ],
@@ -497,6 +498,12 @@ class FakeZoho:
                 {"resource_path_index": 0},
             )
         return None
+
+    async def _count(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        return JSONResponse({"count": len(self._records[request.path_params["module"]])})
 
     async def _get_one(self, request: Request) -> Response:
         refused = self._refuse(request)

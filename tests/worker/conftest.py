@@ -42,10 +42,18 @@ from tests.factories import (
     zoho_datetime,
 )
 from tests.fakes.moodle import DEFAULT_SITE_URL, DEFAULT_TOKEN, FakeCall, FakeMoodle, FakeUser
+from tests.fakes.zoho import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REFRESH_TOKEN,
+    FakeZoho,
+)
 from zoho_moodle_sync import tenants
 from zoho_moodle_sync.db.base import Base, utcnow
 from zoho_moodle_sync.db.jobs import DeliveryPause, Job, JobKind, MoodleLink
 from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.reconcile import pull
+from zoho_moodle_sync.reconcile.reports import PullReport
 from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import TenantContext
 from zoho_moodle_sync.worker.runner import Worker
@@ -394,3 +402,56 @@ class AfterMoodleAnswers(httpx.AsyncBaseTransport):
         task.cancel()
         await asyncio.sleep(0)
         raise AssertionError("the task was cancelled")
+
+
+# ---- the Zoho API -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_zoho() -> FakeZoho:
+    """A fake Zoho org with every module the default mapping reads, and no record yet."""
+    return FakeZoho(modules=ENTITY_OF_MODULE)
+
+
+@pytest.fixture
+def zoho_settings(settings: Settings) -> Settings:
+    """The worker settings, with the default tenant's Zoho API credentials (the fake's)."""
+    return moodle_settings(
+        settings,
+        zoho_client_id=DEFAULT_CLIENT_ID,
+        zoho_client_secret=DEFAULT_CLIENT_SECRET,
+        zoho_refresh_token=DEFAULT_REFRESH_TOKEN,
+        zoho_requests_per_minute=0,
+    )
+
+
+def zoho_http(fake: FakeZoho) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=fake.transport())
+
+
+def import_all(
+    db: Database,
+    settings: Settings,
+    tenant: TenantContext,
+    fake: FakeZoho,
+    **options: Any,
+) -> PullReport:
+    """`zoho-moodle-sync pull` of every entity (`options`: since, dry_run, entities, resume,
+    progress)."""
+    progress = options.pop("progress", None)
+    resume = options.pop("resume", False)
+    plan = pull.plan_for(
+        db,
+        tenant,
+        kind="import",
+        entities=options.pop("entities", None),
+        since=options.pop("since", None),
+        dry_run=options.pop("dry_run", False),
+    )
+    assert not options, options
+
+    async def run() -> PullReport:
+        async with zoho_http(fake) as http:
+            return await pull.pull(db, settings, plan, http=http, progress=progress, resume=resume)
+
+    return asyncio.run(run())

@@ -1,5 +1,6 @@
 """The `zoho-moodle-sync` command: serve, worker, database, tenants, inbound events, parked
-records, records with warnings, delivery jobs, Zoho channels. One module per group of commands."""
+records, records with warnings, delivery jobs, Zoho channels, imports from Zoho, Moodle drift
+checks. One module per group of commands."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from zoho_moodle_sync.cli import inspect, service, tenants, zoho  # noqa: F401 (commands)
+from zoho_moodle_sync.cli import inspect, moodle, pull, service, tenants, zoho  # noqa: F401
 from zoho_moodle_sync.cli.common import app
 from zoho_moodle_sync.errors import SyncServiceError
 

@@ -25,6 +25,10 @@ class JobKind(StrEnum):
     """Release parked records whose dependencies a concurrent transaction stored (per tenant)."""
     RETENTION = "retention"
     """Delete what is past its keeping time: idempotency keys, old events and history."""
+    CATCH_UP = "catch_up"
+    """Pull what changed in Zoho since the tenant's last pull (per tenant, periodic)."""
+    MOODLE_CHECK = "moodle_check"
+    """Read Moodle back and report where it differs from what was delivered (per tenant)."""
 
 
 class JobState(StrEnum):

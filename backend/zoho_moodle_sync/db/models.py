@@ -189,4 +189,4 @@ ENTITY_TABLES: dict[str, Table] = {spec.key: _entity_table(spec) for spec in ENT
 
 # The delivery and security tables live in their own modules; importing them here means that
 # whoever loads the models has the whole schema on `Base.metadata`.
-from zoho_moodle_sync.db import jobs, metrics, security  # noqa: E402, F401
+from zoho_moodle_sync.db import jobs, metrics, reconciliation, security  # noqa: E402, F401

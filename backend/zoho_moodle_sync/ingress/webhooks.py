@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,6 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync import credentials, tenants
+from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import EntitySpec
@@ -170,21 +172,27 @@ def _accept(
         },
         202,
     )
-    accept(db, event_id=event_id, tenant_id=tenant.id, entity=spec)
+    # Id-only events wait a moment, so that those arriving close together share one fetch.
+    fetches = parsed.operation != "delete" and not parsed.records
+    delay = settings.webhook_fetch_window_seconds if fetches else 0.0
+    accept(db, event_id=event_id, tenant_id=tenant.id, entity=spec, delay=delay)
     finish(db, begun, status_code=202, body=answer.body)
     return answer
 
 
-def accept(db: Database, *, event_id: int, tenant_id: int, entity: EntitySpec) -> None:
+def accept(
+    db: Database, *, event_id: int, tenant_id: int, entity: EntitySpec, delay: float = 0.0
+) -> None:
     """A webhook event checked and answered 202: marked accepted, and the job that completes it
-    queued, in one transaction."""
+    queued (due in `delay` seconds), in one transaction."""
     with db.sessions.begin() as session:
         session.execute(
             update(InboundEvent)
             .where(InboundEvent.id == event_id)
             .values(status="accepted", http_status=202, tenant_id=tenant_id, entity=entity.key)
         )
-        queue.enqueue_webhook(session, tenant_id=tenant_id, event_id=event_id)
+        due_at = utcnow() + timedelta(seconds=delay) if delay else None
+        queue.enqueue_webhook(session, tenant_id=tenant_id, event_id=event_id, due_at=due_at)
 
 
 def _can_fetch(db: Database, settings: Settings, tenant: TenantContext) -> bool:

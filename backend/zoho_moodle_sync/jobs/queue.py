@@ -191,21 +191,36 @@ def claim(
     lease_seconds: float,
     tenant_id: int | None = None,
     event_id: int | None = None,
+    early_seconds: float = 0.0,
 ) -> list[Claimed]:
     """Take up to `limit` due jobs of `kind` (of one tenant, or about one event, when given),
-    oldest first. On PostgreSQL rows another worker is claiming are skipped; SQLite has one
-    writer at a time."""
+    oldest first; when some are due, pending jobs of their tenants due within `early_seconds`
+    come along (so that work arriving close together is done together). On PostgreSQL rows
+    another worker is claiming are skipped; SQLite has one writer at a time."""
     now = utcnow()
     with db.sessions.begin() as session:
+        locking = session.get_bind().dialect.name == "postgresql"
         query = select(Job).where(Job.kind == kind.value, due_condition(now))
         if tenant_id is not None:
             query = query.where(Job.tenant_id == tenant_id)
         if event_id is not None:
             query = query.where(Job.event_id == event_id)
         query = query.order_by(Job.id).limit(limit)
-        if session.get_bind().dialect.name == "postgresql":
+        if locking:
             query = query.with_for_update(skip_locked=True)
         jobs = list(session.scalars(query))
+        if jobs and early_seconds > 0 and event_id is None and len(jobs) < limit:
+            soon = select(Job).where(
+                Job.kind == kind.value,
+                Job.state == JobState.PENDING,
+                Job.due_at > now,
+                Job.due_at <= now + timedelta(seconds=early_seconds),
+                Job.tenant_id.in_({job.tenant_id for job in jobs}),
+            )
+            soon = soon.order_by(Job.id).limit(limit - len(jobs))
+            if locking:
+                soon = soon.with_for_update(skip_locked=True)
+            jobs.extend(session.scalars(soon))
         busy = _keys_running_elsewhere(session, jobs, now) if kind is JobKind.DELIVER else set()
         claimed = []
         for job in jobs:

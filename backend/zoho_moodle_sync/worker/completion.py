@@ -74,6 +74,7 @@ async def complete_due(
             limit=settings.worker_claim_size,
             lease_seconds=settings.worker_lease_seconds,
             event_id=event_id,
+            early_seconds=settings.webhook_fetch_window_seconds,
         )
     )
     if not jobs:

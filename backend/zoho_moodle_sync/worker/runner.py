@@ -1,6 +1,7 @@
 """The worker: one loop that runs every kind of background work from the queue. Each round it
 makes sure the periodic jobs are queued, completes accepted webhooks (which store records and
-queue their delivery), runs due upkeep, and delivers to Moodle. Any number of workers may run
+queue their delivery), runs due upkeep, delivers to Moodle, and runs the due catch-up from Zoho
+and drift check of Moodle. Any number of workers may run
 against PostgreSQL; SQLite gets one, inside `serve`.
 """
 
@@ -20,7 +21,7 @@ import httpx
 from zoho_moodle_sync.db.jobs import JobKind
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings
-from zoho_moodle_sync.worker import completion, upkeep
+from zoho_moodle_sync.worker import completion, reconciling, upkeep
 from zoho_moodle_sync.worker.deliveries import Deliveries
 
 log = logging.getLogger(__name__)
@@ -107,14 +108,24 @@ class Worker:
             )
         if JobKind.DELIVER in self.kinds and not self._stopping.is_set():
             settled += await self._deliveries.run_due(http)
+        if self.kinds & set(reconciling.RECONCILE_KINDS) and not self._stopping.is_set():
+            settled += await reconciling.run_due(
+                self.db,
+                self.settings,
+                worker_id=self.worker_id,
+                kinds=self.kinds,
+                zoho_http=zoho_http,
+                moodle_http=http,
+            )
         return settled
 
     async def _schedule(self) -> None:
         """Queue the periodic jobs, now and then (each is queued once, whoever does it)."""
-        if not self.kinds & set(upkeep.UPKEEP_KINDS):
+        if not self.kinds & {*upkeep.UPKEEP_KINDS, *reconciling.RECONCILE_KINDS}:
             return
         now = time.monotonic()
         if self._scheduled_at is not None and now - self._scheduled_at < SCHEDULE_SECONDS:
             return
         self._scheduled_at = now
         await asyncio.to_thread(upkeep.schedule, self.db, self.settings, self.kinds)
+        await asyncio.to_thread(reconciling.schedule, self.db, self.settings, self.kinds)

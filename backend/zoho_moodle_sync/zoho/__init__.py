@@ -3,9 +3,10 @@
 from zoho_moodle_sync.zoho.client import (
     MAX_CHANNEL_LIFETIME,
     MAX_IDS_PER_CALL,
-    MAX_PER_PAGE,
-    MAX_WATCH_TOKEN_LENGTH,
+    Page,
+    PageCursor,
     ZohoClient,
+    deleted_entries,
 )
 from zoho_moodle_sync.zoho.models import (
     ACCOUNTS_SERVERS,
@@ -26,6 +27,7 @@ from zoho_moodle_sync.zoho.oauth import (
     ZohoOAuth,
 )
 from zoho_moodle_sync.zoho.retry import RetryPolicy
+from zoho_moodle_sync.zoho.wire import MAX_PER_PAGE, MAX_WATCH_TOKEN_LENGTH
 
 __all__ = [
     "ACCOUNTS_SERVERS",
@@ -40,6 +42,8 @@ __all__ = [
     "DeletedRecord",
     "DeletedType",
     "InMemoryTokenStore",
+    "Page",
+    "PageCursor",
     "RetryPolicy",
     "TokenStore",
     "WatchSubscription",
@@ -48,4 +52,5 @@ __all__ = [
     "ZohoOAuth",
     "ZohoRecord",
     "ZohoUser",
+    "deleted_entries",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -15,7 +14,6 @@ import httpx
 from pydantic import ValidationError
 
 from zoho_moodle_sync.errors import ZohoAuthError, ZohoRateLimited, ZohoRejected, ZohoUnavailable
-from zoho_moodle_sync.zoho.ids import is_zoho_id
 from zoho_moodle_sync.zoho.models import (
     CachedToken,
     DeletedRecord,
@@ -34,15 +32,29 @@ from zoho_moodle_sync.zoho.oauth import (
     utc_now,
 )
 from zoho_moodle_sync.zoho.retry import RetryPolicy, Sleep, call_with_retries, retry_after_seconds
+from zoho_moodle_sync.zoho.wire import (
+    MAX_PER_PAGE,
+    Reply,
+    check_channel_id,
+    check_module,
+    check_notify_url,
+    check_per_page,
+    check_record_id,
+    check_watch_token,
+    error_code,
+    error_of,
+    is_invalid_token,
+    join_fields,
+    json_object,
+    modified_since_header,
+    records_of,
+)
 
 logger = logging.getLogger("zoho_moodle_sync.zoho")
 
 MAX_IDS_PER_CALL = 100
-MAX_PER_PAGE = 200
-MAX_WATCH_TOKEN_LENGTH = 50
 MAX_CHANNEL_LIFETIME = timedelta(days=7)
 
-_MODULE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 _API_VERSION = re.compile(r"v[0-9]{1,2}")
 _WATCH_EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}\.(create|edit|delete|all)")
 _DELETED_TYPES = frozenset({"all", "recycle", "permanent"})
@@ -51,9 +63,21 @@ _AUTH_CODES = frozenset({"INVALID_TOKEN", "OAUTH_SCOPE_MISMATCH", "AUTHENTICATIO
 
 
 @dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: dict[str, Any] | None
+class PageCursor:
+    """Where a listing goes on: a page number (the first 2,000 records), then Zoho's page
+    token. Kept between runs, it lets a killed import continue where it stopped."""
+
+    page: int = 1
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, and where the next one starts (None: this was the last)."""
+
+    items: list[dict[str, Any]]
+    number: int
+    next: PageCursor | None
 
 
 class ZohoClient:
@@ -76,7 +100,10 @@ class ZohoClient:
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
         clock: Clock = utc_now,
         sleep: Sleep = asyncio.sleep,
+        requests_per_minute: float | None = None,
     ) -> None:
+        """`requests_per_minute`: a pace this client keeps (Zoho counts API credits per org and
+        limits concurrent calls); None for as fast as Zoho answers."""
         if not _API_VERSION.fullmatch(api_version):
             raise ValueError(f"api_version must look like 'v8', not {api_version!r}")
         self._http = http
@@ -86,6 +113,8 @@ class ZohoClient:
         self._sleep = sleep
         self._data_centre = credentials.data_centre
         self._watch_tokens: set[str] = set()
+        self._interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
+        self._next_request = 0.0
         self.oauth = ZohoOAuth(
             http,
             credentials,
@@ -107,28 +136,36 @@ class ZohoClient:
         self, module: str, record_id: str, *, fields: Sequence[str] | None = None
     ) -> ZohoRecord | None:
         """The record, or None when Zoho has no such record (204 or an empty `data`)."""
-        _check_module(module)
-        _check_record_id(record_id)
-        params = {"fields": _join_fields(fields)} if fields else None
+        check_module(module)
+        check_record_id(record_id)
+        params = {"fields": join_fields(fields)} if fields else None
         reply = await self._call("GET", f"/{module}/{record_id}", params=params)
-        records = _records_of(reply)
+        records = records_of(reply)
         return records[0] if records else None
 
     async def get_records(
         self, module: str, ids: Iterable[str], *, fields: Sequence[str] | None = None
     ) -> list[ZohoRecord]:
         """The records that exist among `ids`, fetched 100 ids per call; missing ids are skipped."""
-        _check_module(module)
+        check_module(module)
         unique = list(dict.fromkeys(ids))
         for record_id in unique:
-            _check_record_id(record_id)
+            check_record_id(record_id)
         found: list[ZohoRecord] = []
         for start in range(0, len(unique), MAX_IDS_PER_CALL):
             params = {"ids": ",".join(unique[start : start + MAX_IDS_PER_CALL])}
             if fields:
-                params["fields"] = _join_fields(fields)
-            found.extend(_records_of(await self._call("GET", f"/{module}", params=params)))
+                params["fields"] = join_fields(fields)
+            found.extend(records_of(await self._call("GET", f"/{module}", params=params)))
         return found
+
+    async def count(self, module: str) -> int | None:
+        """How many records `module` holds (`/actions/count`), or None if the answer has no
+        count: for a progress bar's estimate, never for a decision."""
+        check_module(module)
+        reply = await self._call("GET", f"/{module}/actions/count")
+        count = reply.body.get("count") if reply.body else None
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
 
     async def iter_records(
         self,
@@ -139,14 +176,11 @@ class ZohoClient:
         per_page: int = MAX_PER_PAGE,
     ) -> AsyncIterator[ZohoRecord]:
         """Every record of `module` (modified after `modified_since`, if given), page by page."""
-        _check_module(module)
-        if not fields:
-            raise ValueError("fields must name at least one field")
-        _check_per_page(per_page)
-        headers = _modified_since_header(modified_since)
-        params = {"fields": _join_fields(fields)}
-        async for page in self._pages(f"/{module}", params, headers, per_page):
-            for record in page:
+        pages = self.record_pages(
+            module, fields=fields, modified_since=modified_since, per_page=per_page
+        )
+        async for page in pages:
+            for record in page.items:
                 yield record
 
     async def iter_deleted(
@@ -158,21 +192,12 @@ class ZohoClient:
         per_page: int = MAX_PER_PAGE,
     ) -> AsyncIterator[DeletedRecord]:
         """Deleted records of `module`: `recycle` (in the recycle bin), `permanent`, or `all`."""
-        _check_module(module)
-        if type not in _DELETED_TYPES:
-            raise ValueError(f"type must be one of all, recycle, permanent, not {type!r}")
-        _check_per_page(per_page)
-        headers = _modified_since_header(modified_since)
-        async for page in self._pages(f"/{module}/deleted", {"type": type}, headers, per_page):
-            for item in page:
-                try:
-                    yield DeletedRecord.model_validate(item)
-                except ValidationError as exc:
-                    raise ZohoRejected(
-                        code="UNEXPECTED_RESPONSE",
-                        message=f"a deleted-record entry lacks {exc.error_count()} field(s)",
-                        status_code=200,
-                    ) from None
+        pages = self.deleted_pages(
+            module, type=type, modified_since=modified_since, per_page=per_page
+        )
+        async for page in pages:
+            for item in deleted_entries(page):
+                yield item
 
     async def enable_watch(
         self,
@@ -191,7 +216,7 @@ class ZohoClient:
         refused here. `token` (at most 50 characters) comes back in every notification.
         """
         item = self._watch_item(channel_id, events, expiry)
-        item["notify_url"] = _check_notify_url(notify_url)
+        item["notify_url"] = check_notify_url(notify_url)
         item["token"] = self._watch_token(token)
         item["return_affected_field_values"] = return_affected_field_values
         if notify_on_related_action is not None:
@@ -213,12 +238,12 @@ class ZohoClient:
         if token is not None:
             item["token"] = self._watch_token(token)
         if notify_url is not None:
-            item["notify_url"] = _check_notify_url(notify_url)
+            item["notify_url"] = check_notify_url(notify_url)
         reply = await self._call("PATCH", "/actions/watch", json_body={"watch": [item]})
         return self._subscriptions_of(reply)
 
     def _watch_token(self, token: str) -> str:
-        self._watch_tokens.add(_check_watch_token(token))
+        self._watch_tokens.add(check_watch_token(token))
         return token
 
     def _watch_item(
@@ -233,7 +258,7 @@ class ZohoClient:
                     "'.delete' or '.all'"
                 )
         return {
-            "channel_id": _check_channel_id(channel_id),
+            "channel_id": check_channel_id(channel_id),
             "events": list(events),
             "channel_expiry": self._channel_expiry(expiry),
         }
@@ -252,41 +277,83 @@ class ZohoClient:
             )
         return expiry.isoformat(timespec="seconds")
 
+    async def record_pages(
+        self,
+        module: str,
+        *,
+        fields: Sequence[str],
+        modified_since: datetime | None = None,
+        per_page: int = MAX_PER_PAGE,
+        start: PageCursor | None = None,
+    ) -> AsyncIterator[Page]:
+        """The records of `module` (modified after `modified_since`, if given), page by page
+        from `start`, each page with the cursor of the next."""
+        check_module(module)
+        if not fields:
+            raise ValueError("fields must name at least one field")
+        check_per_page(per_page)
+        headers = modified_since_header(modified_since)
+        params = {"fields": join_fields(fields)}
+        async for page in self._pages(f"/{module}", params, headers, per_page, start):
+            yield page
+
+    async def deleted_pages(
+        self,
+        module: str,
+        *,
+        type: DeletedType = "all",
+        modified_since: datetime | None = None,
+        per_page: int = MAX_PER_PAGE,
+        start: PageCursor | None = None,
+    ) -> AsyncIterator[Page]:
+        """The entries of `GET /{module}/deleted`, page by page (see `iter_deleted`)."""
+        check_module(module)
+        if type not in _DELETED_TYPES:
+            raise ValueError(f"type must be one of all, recycle, permanent, not {type!r}")
+        check_per_page(per_page)
+        headers = modified_since_header(modified_since)
+        path = f"/{module}/deleted"
+        async for page in self._pages(path, {"type": type}, headers, per_page, start):
+            yield page
+
     async def _pages(
         self,
         path: str,
         params: Mapping[str, str],
         headers: Mapping[str, str],
         per_page: int,
-    ) -> AsyncIterator[list[ZohoRecord]]:
+        start: PageCursor | None = None,
+    ) -> AsyncIterator[Page]:
         # `page` only reaches the first 2,000 records; `next_page_token` goes on from there.
-        page = 1
-        page_token: str | None = None
+        cursor = start or PageCursor()
         while True:
             query = {**params, "per_page": str(per_page)}
-            if page_token is None:
-                query["page"] = str(page)
+            if cursor.token is None:
+                query["page"] = str(cursor.page)
             else:
-                query["page_token"] = page_token
+                query["page_token"] = cursor.token
             reply = await self._call("GET", path, params=query, headers=headers)
-            records = _records_of(reply)
+            records = records_of(reply)
             if not records:
                 return
-            yield records
             info = reply.body.get("info") if reply.body else None
-            if not isinstance(info, dict) or info.get("more_records") is not True:
+            following: PageCursor | None = None
+            if isinstance(info, dict) and info.get("more_records") is True:
+                next_token = info.get("next_page_token")
+                if isinstance(next_token, str) and next_token:
+                    following = PageCursor(cursor.page + 1, next_token)
+                elif cursor.token is not None:
+                    raise ZohoRejected(
+                        code="UNEXPECTED_RESPONSE",
+                        message=f"more_records without a next_page_token (GET {path})",
+                        status_code=reply.status,
+                    )
+                else:
+                    following = PageCursor(cursor.page + 1)
+            yield Page([dict(record) for record in records], cursor.page, following)
+            if following is None:
                 return
-            next_token = info.get("next_page_token")
-            if isinstance(next_token, str) and next_token:
-                page_token = next_token
-            elif page_token is not None:
-                raise ZohoRejected(
-                    code="UNEXPECTED_RESPONSE",
-                    message=f"more_records without a next_page_token (GET {path})",
-                    status_code=reply.status,
-                )
-            else:
-                page += 1
+            cursor = following
 
     async def _call(
         self,
@@ -296,10 +363,10 @@ class ZohoClient:
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
-    ) -> _Reply:
+    ) -> Reply:
         token = await self.oauth.token()
         reply = await self._send_with_retries(token, method, path, params, json_body, headers)
-        if _is_invalid_token(reply):
+        if is_invalid_token(reply):
             # The token may have been revoked or replaced early: one fresh token, one more try.
             token = await self.oauth.replace_rejected(token)
             reply = await self._send_with_retries(token, method, path, params, json_body, headers)
@@ -315,13 +382,24 @@ class ZohoClient:
         params: Mapping[str, str] | None,
         json_body: Any,
         headers: Mapping[str, str] | None,
-    ) -> _Reply:
-        async def send() -> _Reply:
+    ) -> Reply:
+        async def send() -> Reply:
+            await self._keep_pace()
             return await self._send(token, method, path, params, json_body, headers)
 
         return await call_with_retries(
             send, policy=self._retry, sleep=self._sleep, what=f"Zoho {method} {path}"
         )
+
+    async def _keep_pace(self) -> None:
+        """Wait until the next request is allowed by the client's pace."""
+        if not self._interval:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._next_request - loop.time()
+        if wait > 0:
+            await self._sleep(wait)
+        self._next_request = max(loop.time(), self._next_request) + self._interval
 
     async def _send(
         self,
@@ -331,7 +409,7 @@ class ZohoClient:
         params: Mapping[str, str] | None,
         json_body: Any,
         headers: Mapping[str, str] | None,
-    ) -> _Reply:
+    ) -> Reply:
         url = f"{token.api_domain}/crm/{self._api_version}{path}"
         request_headers = {
             **(headers or {}),
@@ -346,9 +424,9 @@ class ZohoClient:
         status = response.status_code
         logger.debug("Zoho %s %s -> HTTP %d", method, path, status)
         if status in (204, 304):
-            return _Reply(status, None)
-        body = _json_object(response)
-        if status == 429 or (status >= 400 and _error_code(body) == "TOO_MANY_REQUESTS"):
+            return Reply(status, None)
+        body = json_object(response)
+        if status == 429 or (status >= 400 and error_code(body) == "TOO_MANY_REQUESTS"):
             raise ZohoRateLimited(
                 f"Zoho {method} {path} answered HTTP {status} TOO_MANY_REQUESTS",
                 retry_after=retry_after_seconds(response),
@@ -358,10 +436,10 @@ class ZohoClient:
         if status < 400 and body is None:
             # Proxies and maintenance pages answer 200 with HTML; that passes like a 5xx.
             raise ZohoUnavailable(f"Zoho {method} {path} answered HTTP {status} without JSON")
-        return _Reply(status, body)
+        return Reply(status, body)
 
-    def _rejected(self, method: str, path: str, reply: _Reply) -> ZohoRejected:
-        code, message = _error_of(reply.body)
+    def _rejected(self, method: str, path: str, reply: Reply) -> ZohoRejected:
+        code, message = error_of(reply.body)
         code = self._redact(code or f"HTTP_{reply.status}")
         text = self._redact(f"{message or 'no error message'} ({method} {path})")
         error_class = ZohoAuthError if code in _AUTH_CODES else ZohoRejected
@@ -370,7 +448,7 @@ class ZohoClient:
     def _redact(self, text: str) -> str:
         return redact(self.oauth.redact(text), self._watch_tokens)
 
-    def _subscriptions_of(self, reply: _Reply) -> list[WatchSubscription]:
+    def _subscriptions_of(self, reply: Reply) -> list[WatchSubscription]:
         items = reply.body.get("watch") if reply.body else None
         if not isinstance(items, list) or not items:
             raise ZohoRejected(
@@ -381,7 +459,7 @@ class ZohoClient:
         subscriptions: list[WatchSubscription] = []
         for item in items:
             if not isinstance(item, dict) or item.get("code") != "SUCCESS":
-                code, message = _error_of({"watch": [item]})
+                code, message = error_of({"watch": [item]})
                 raise ZohoRejected(
                     code=self._redact(code or "UNEXPECTED_RESPONSE"),
                     message=self._redact(message or "the watch answer is not a success"),
@@ -400,106 +478,13 @@ class ZohoClient:
         return subscriptions
 
 
-def _check_module(module: str) -> None:
-    if not _MODULE.fullmatch(module):
-        raise ValueError(f"module must be a Zoho API name such as 'Contacts', not {module!r}")
-
-
-def _check_record_id(record_id: str) -> None:
-    if not is_zoho_id(record_id):
-        raise ValueError(f"a Zoho record id is a string of digits, not {record_id!r}")
-
-
-def _check_per_page(per_page: int) -> None:
-    if not 1 <= per_page <= MAX_PER_PAGE:
-        raise ValueError(f"per_page must be between 1 and {MAX_PER_PAGE}, not {per_page}")
-
-
-def _check_channel_id(channel_id: int | str) -> int:
-    text = str(channel_id)
-    if isinstance(channel_id, bool) or not text.isascii() or not text.isdigit():
-        raise ValueError(f"channel_id must be a positive whole number, not {channel_id!r}")
-    value = int(text)
-    if not 0 < value < 2**63:
-        raise ValueError(f"channel_id must be a positive 64-bit number, not {channel_id!r}")
-    return value
-
-
-def _check_watch_token(token: str) -> str:
-    # The token is a shared secret: errors give its length, never its value.
-    if not token:
-        raise ValueError("the watch token must not be empty")
-    if len(token) > MAX_WATCH_TOKEN_LENGTH:
-        raise ValueError(
-            f"the watch token is {len(token)} characters long; Zoho accepts at most "
-            f"{MAX_WATCH_TOKEN_LENGTH}"
-        )
-    return token
-
-
-def _check_notify_url(notify_url: str) -> str:
-    if not notify_url.startswith(("https://", "http://")):
-        raise ValueError("notify_url must be an http:// or https:// URL")
-    return notify_url
-
-
-def _join_fields(fields: Sequence[str]) -> str:
-    if isinstance(fields, str):
-        raise ValueError("fields must be a list of field API names, not one string")
-    return ",".join(fields)
-
-
-def _modified_since_header(modified_since: datetime | None) -> dict[str, str]:
-    if modified_since is None:
-        return {}
-    if modified_since.tzinfo is None:
-        raise ValueError("modified_since must be timezone-aware")
-    # Zoho takes ISO 8601 here, not the HTTP date format.
-    return {"If-Modified-Since": modified_since.isoformat(timespec="seconds")}
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+def deleted_entries(page: Page) -> list[DeletedRecord]:
+    """A page of `/deleted`, read; an entry missing what every entry has is a refusal."""
     try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _error_of(body: dict[str, Any] | None) -> tuple[str | None, str | None]:
-    """The error code and message of an error body, top-level or in a one-item list."""
-    if body is None:
-        return None, None
-    candidates: list[Any] = [body]
-    for key in ("data", "watch"):
-        items = body.get(key)
-        if isinstance(items, list) and items:
-            candidates.append(items[0])
-    for candidate in candidates:
-        if isinstance(candidate, dict) and isinstance(candidate.get("code"), str):
-            if candidate.get("status") == "success":
-                continue
-            message = candidate.get("message")
-            return candidate["code"], message if isinstance(message, str) else None
-    return None, None
-
-
-def _error_code(body: dict[str, Any] | None) -> str | None:
-    return _error_of(body)[0]
-
-
-def _is_invalid_token(reply: _Reply) -> bool:
-    return reply.status == 401 and _error_code(reply.body) == "INVALID_TOKEN"
-
-
-def _records_of(reply: _Reply) -> list[ZohoRecord]:
-    if reply.body is None:
-        return []
-    data = reply.body.get("data")
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        return [DeletedRecord.model_validate(item) for item in page.items]
+    except ValidationError as exc:
         raise ZohoRejected(
             code="UNEXPECTED_RESPONSE",
-            message="the answer has no list of records in `data`",
-            status_code=reply.status,
-        )
-    return data
+            message=f"a deleted-record entry lacks {exc.error_count()} field(s)",
+            status_code=200,
+        ) from None

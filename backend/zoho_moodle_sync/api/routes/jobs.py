@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +12,7 @@ from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep, SettingsDep, Tenant
 from zoho_moodle_sync.api.responses import error_responses, json_response
 from zoho_moodle_sync.jobs import operator
 from zoho_moodle_sync.jobs.operator import JOB_STATES, JobFilter
+from zoho_moodle_sync.reconcile import status as reconcile_status
 
 router = APIRouter(
     prefix="/v1", tags=["delivery"], responses=error_responses(401, 403, 404, 409, 422, 503)
@@ -55,13 +56,19 @@ async def retry_jobs(
     return json_response(await run_in_threadpool(operator.retry_all, db, where))
 
 
-@router.get("/status", summary="Per tenant and entity: jobs by state, queue, dead jobs, warnings")
+@router.get(
+    "/status",
+    summary="Per tenant and entity: jobs by state, queue, dead jobs, warnings, last pulls, drift",
+)
 async def delivery_status(_admin: AdminDep, db: DatabaseDep, settings: SettingsDep) -> Response:
-    report = await run_in_threadpool(
-        lambda: operator.status_report(
+    def report() -> dict[str, Any]:
+        found = operator.status_report(
             db,
             moodle_of=lambda tenant: tenants.moodle_connection(tenant, settings),
             warnings_of=records.warning_summary,
         )
-    )
-    return json_response(report)
+        with db.sessions() as session:
+            found["reconcile"] = reconcile_status.status_view(session)
+        return found
+
+    return json_response(await run_in_threadpool(report))

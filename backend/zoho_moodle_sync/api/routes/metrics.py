@@ -9,10 +9,14 @@ from starlette.concurrency import run_in_threadpool
 from zoho_moodle_sync import metrics
 from zoho_moodle_sync.api.deps import AdminDep, DatabaseDep
 from zoho_moodle_sync.api.responses import error_responses
+from zoho_moodle_sync.reconcile.status import ReconcileCollector
 
 router = APIRouter(tags=["health"], responses=error_responses(401, 403, 422, 503))
 
 
-@router.get("/metrics", summary="Prometheus metrics (jobs, Moodle calls, delivery latency)")
+@router.get(
+    "/metrics", summary="Prometheus metrics (jobs, Moodle calls, delivery latency, reconciliation)"
+)
 async def metrics_text(_admin: AdminDep, db: DatabaseDep) -> Response:
-    return Response(await run_in_threadpool(metrics.render, db), media_type=metrics.CONTENT_TYPE)
+    scrape = await run_in_threadpool(metrics.render, db, [ReconcileCollector(db)])
+    return Response(scrape, media_type=metrics.CONTENT_TYPE)
