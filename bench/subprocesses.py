@@ -160,6 +160,35 @@ def running_service(
 
 
 @contextlib.contextmanager
+def running_workers(
+    database_url: str, workdir: Path, count: int, env: Mapping[str, str] | None = None
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` `zoho-moodle-sync worker` processes, LOG_LEVEL=WARNING; `env` adds settings."""
+    settings = {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(env or {})}
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for _ in range(count):
+            log_path = workdir / f"worker-{secrets.token_hex(4)}.log"
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    [*serve_command(), "worker"],
+                    cwd=workdir,
+                    env={**os.environ, **settings},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            started.append((process, log_path))
+        time.sleep(1)
+        for process, log_path in started:
+            if process.poll() is not None:
+                raise RuntimeError(f"a worker exited:\n{log_path.read_text(errors='replace')}")
+        yield [process for process, _ in started]
+    finally:
+        for process, _ in started:
+            stop(process)
+
+
+@contextlib.contextmanager
 def running_minimal_app(
     database_url: str, workdir: Path, secret: str, record_type: str = "text"
 ) -> Iterator[Running]:
