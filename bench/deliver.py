@@ -1,31 +1,37 @@
-"""Delivery throughput: the outbox worker draining its queue into a fake Moodle over real HTTP.
+"""Delivery to Moodle: the service converging a college into a fake Moodle that takes as long as
+the recorded real one, beside a sequential script that writes the known final state.
 
-    python bench/deliver.py                                   # 1,000 students on SQLite
-    python bench/deliver.py --postgres-url postgresql://...   # SQLite, then PostgreSQL
-    TEST_DATABASE_URL=postgresql://... python bench/deliver.py --batch-size 200
+    python bench/deliver.py                                   # SQLite (+ $TEST_DATABASE_URL)
+    python bench/deliver.py --postgres-url postgresql://... --skip-sqlite --sizes 1
+    python bench/deliver.py --latency-scale 0.2               # every Moodle time / 5
+    python bench/deliver.py --setting worker_batch_size=100   # any service setting
 
-For each database the benchmark
+Colleges (`--sizes`, default 1,5): the default college (tests/factories.py `build_college`: 200
+students each enrolled in 4 of the 5 classes of its programme, 800 enrolments, 20 classes, 10
+teachers, 4 programmes, 10 units) and the same times 5. Every Moodle call goes over HTTP to a
+fake Moodle 4.5 in its own process (`python -m tests.fakes.moodle --latency`) whose latency
+model answers as slowly as the recorded site, with 4 PHP workers (`--php-workers`).
 
-1. builds a fresh database (a new SQLite file; on PostgreSQL the `public` schema of the given
-   database is DROPPED and rebuilt by the migrations, so point it at a throwaway database) and
-   starts a fresh fake Moodle 4.5 (`python -m tests.fakes.moodle`) as a subprocess on a free
-   loopback port;
-2. stores, through the ingress code path in-process (`events.store_inbound` and
-   `pipeline.run_sync`, what `POST /v1/sync/{entity}` runs, in requests of 500 records), one
-   programme, one teacher, one unit (a class needs it; units have no Moodle counterpart), one
-   class of that unit and teacher, N students of the programme and N enrolments of those
-   students into the class: 2N + 3 delivery jobs;
-3. times `Worker.drain()` delivering them (the "new" wave), then checks the fake Moodle holds
-   N + 1 new users and N + 1 enrolments in one new course;
-4. renames one student in ten in Zoho (new Last_Name, later Modified_Time), stores them and times
-   the drain again (the "update" wave); then resends every record unchanged (the "no-op" wave),
-   which must queue no job and make no call.
+For each college and database (a fresh database and a fresh fake Moodle per run; on PostgreSQL
+the `public` schema of the given database is DROPPED and rebuilt by the migrations):
 
-Moodle calls are counted from the fake's own call log (`GET /_fake/calls`) and cross-checked
-against the worker's `moodle_calls` table. Time is split between HTTP round trips to the fake
-(measured in the transport, answer read included) and the rest: claiming, reading records and
-links, building calls, settling, all in this process. A last table estimates the drain against a
-real Moodle from the per-call costs measured on a real Moodle 4.5.
+1. batch: every record stored in-process through ingress (`events.store_inbound` and
+   `pipeline.run_sync`, what `POST /v1/sync/{entity}` runs, 500 records per request, not
+   timed), then `Worker.drain()` delivers it all: timed, its Moodle calls counted from the
+   fake's call log and checked against the worker's moodle_calls table. Then two short waves
+   on the same Moodle: update (one student in ten renamed in Zoho) and no-op (every record
+   sent again: no job, no call);
+2. one by one: the same records stored one per request, as webhooks bring them (the set-up
+   records first, then each student followed by its enrolments), at `--arrival-rate` records/s
+   while a worker runs (`Worker.run`, polling every WORKER_POLL_SECONDS); timed from the first
+   record to the last job done. Its Moodle must end up as the batch run's.
+
+Once per college, the script (bench/moodle_script.py) writes the batch run's final Moodle state
+to a fresh fake Moodle: categories, users, courses, teacher and student enrolments, 100 per
+call, one call after the other, no look-ups; its Moodle must end up the same.
+
+Printed per college: wall time, Moodle calls, their ratio to the script's, the time spent in
+Moodle calls, and the calls by function.
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,148 +54,137 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the record factories and the fake Moodle live in tests/
 
-import factory.random  # noqa: E402
-from tests import factories  # noqa: E402
 from tests.fakes.moodle import DEFAULT_TOKEN  # noqa: E402
 
-from subprocesses import free_port, stop, wait_until_answering  # noqa: E402
+import moodle_script  # noqa: E402
+import workloads  # noqa: E402
+from subprocesses import Running, fresh_postgres, machine_load, running_fake_moodle  # noqa: E402
+from workloads import Record  # noqa: E402
 from zoho_moodle_sync import tenants  # noqa: E402
 from zoho_moodle_sync.db import migrate  # noqa: E402
 from zoho_moodle_sync.db.jobs import Job, JobKind, MoodleCall  # noqa: E402
-from zoho_moodle_sync.db.session import Database, make_engine  # noqa: E402
+from zoho_moodle_sync.db.session import Database  # noqa: E402
 from zoho_moodle_sync.entities import ENTITY_BY_KEY  # noqa: E402
 from zoho_moodle_sync.ingress import events, pipeline  # noqa: E402
 from zoho_moodle_sync.settings import Settings  # noqa: E402
 from zoho_moodle_sync.tenants import TenantContext  # noqa: E402
 from zoho_moodle_sync.worker.runner import Worker  # noqa: E402
 
-Record = dict[str, Any]
-
-SEED = 20250510
 REQUEST_RECORDS = 500
-"""Records per stored request, as a Zoho-side sender would batch them."""
+"""Records per stored request in batch arrival, as a backfill sends them."""
 RENAMED_SHARE = 10
 """One student in this many is renamed in the update wave."""
-RENAME_SUFFIX = "-Renamed"
-SEEDED_USERS = 4
-"""Users of a fresh fake Moodle: guest, admin, the web-service user and one without rights."""
-CALL_TARGET = 20
-"""Calls the new wave may make per 1,000 students enrolled in one class."""
+OPEN_STATES = ("pending", "running", "waiting", "held")
+"""Job states of work still to do."""
+DELIVERY = Job.kind == JobKind.DELIVER
 
-# Measured on a real Moodle 4.5 site (2 cores, loopback, 4 PHP workers with opcache).
-REAL_SECONDS_PER_CREATED_USER = 0.010
-REAL_SECONDS_PER_ENROLMENT = 0.0066
-REAL_SECONDS_PER_OTHER_CALL = 0.05
-"""Lookups, updates, category and course calls: single calls took 0.02-0.10 s."""
+Arrivals = list[tuple[str, list[Record]]]
 
 
 # ---------------------------------------------------------------------------------------------
-# Records, generated before anything is timed
+# A service under test: one database, its tenant, one fake Moodle
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Workload:
-    students: int
-    records: list[tuple[str, list[Record]]]
-    """Every record by entity, in dependency order: what the new and no-op waves send."""
-    renamed: list[Record]
-    """The renamed students of the update wave."""
+class Run:
+    """One way of getting a college into Moodle, and what it cost."""
+
+    name: str
+    seconds: float
+    calls: Counter[str]
+    items: Counter[str]
+    moodle_seconds: float | None = None
+    """Time spent waiting for Moodle's answers (the service's HTTP round trips)."""
+    jobs: Counter[str] = field(default_factory=Counter)
+    """The run's jobs by final state."""
+    note: str = ""
+    converges: bool = True
+    """A whole college put into Moodle, comparable with the script (not an update wave)."""
+    timed_against_script: bool = True
+    """Its wall time compares with the script's (not when it includes the arrivals)."""
 
     @property
-    def jobs(self) -> int:
-        return 2 * self.students + 3
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
 
 
-def generate(students: int) -> Workload:
-    factory.random.reseed_random(SEED)
-    factories.ZohoRecordFactory.reset_sequence(1)
-    program = factories.ProgramRecordFactory()
-    teacher = factories.TeacherRecordFactory()
-    unit = factories.UnitRecordFactory(program=program)
-    class_ = factories.ClassRecordFactory(unit=unit, teacher=teacher, program=program)
-    people = [factories.StudentRecordFactory(program=program) for _ in range(students)]
-    enrolments = [factories.EnrollmentRecordFactory(student=s, class_=class_) for s in people]
-    renamed = [_renamed(s) for s in people[::RENAMED_SHARE]]
-    records = [
-        ("programs", [program]),
-        ("teachers", [teacher]),
-        ("units", [unit]),
-        ("classes", [class_]),
-        ("students", people),
-        ("enrollments", enrolments),
-    ]
-    return Workload(students, records, renamed)
-
-
-def _renamed(student: Record) -> Record:
-    """The student after a change of surname in Zoho, saved an hour later."""
-    edited: Record = orjson.loads(orjson.dumps(student))
-    edited["Last_Name"] += RENAME_SUFFIX
-    edited["Display_Name"] = f"{edited['First_Name']} {edited['Last_Name']}"
-    modified = dt.datetime.fromisoformat(edited["Modified_Time"]) + dt.timedelta(hours=1)
-    edited["Modified_Time"] = modified.isoformat()
-    return edited
-
-
-# ---------------------------------------------------------------------------------------------
-# The fake Moodle, in its own process
-# ---------------------------------------------------------------------------------------------
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc); 0.0 where that cannot be read."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class FakeMoodleServer:
-    process: subprocess.Popen[bytes]
-    url: str
-
-    def cpu_seconds(self) -> float:
-        return _cpu_seconds(self.process.pid)
-
-    def calls(self) -> list[dict[str, Any]]:
-        calls: list[dict[str, Any]] = httpx.get(f"{self.url}/_fake/calls", timeout=60).json()
-        return calls
-
-    def state(self) -> dict[str, list[dict[str, Any]]]:
-        state: dict[str, list[dict[str, Any]]] = httpx.get(
-            f"{self.url}/_fake/state", timeout=60
-        ).json()
-        return state
+@dataclass(frozen=True)
+class Target:
+    db: Database
+    tenant: TenantContext
+    settings: Settings
+    fake: Running
 
 
 @contextlib.contextmanager
-def running_fake_moodle(workdir: Path) -> Iterator[FakeMoodleServer]:
-    port = free_port()
-    log_path = workdir / f"fake-moodle-{port}.log"
-    command = [sys.executable, "-m", "tests.fakes.moodle", "--port", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "--token", DEFAULT_TOKEN],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+def service(database: str, workdir: Path, args: argparse.Namespace) -> Iterator[Target]:
+    """A fresh database (a new SQLite file for "sqlite", else the PostgreSQL database at that
+    URL emptied), migrated, and a fresh fake Moodle."""
+    if database == "sqlite":
+        url = f"sqlite:///{workdir / f'deliver-{uuid.uuid4().hex[:8]}.db'}"
+    else:
+        url = database
+        fresh_postgres(url)
+    with running_fake_moodle(
+        workdir,
+        DEFAULT_TOKEN,
+        latency=True,
+        php_workers=args.php_workers,
+        scale=args.latency_scale,
+    ) as fake:
+        settings = Settings(
+            _env_file=None,
+            database_url=url,
+            moodle_url=fake.url,
+            moodle_token=DEFAULT_TOKEN,
+            run_worker=False,
+            **args.settings,
         )
-    server = FakeMoodleServer(process, f"http://127.0.0.1:{port}")
-    try:
-        wait_until_answering(
-            server.process, f"{server.url}/_fake/calls", log_path, "the fake Moodle"
+        db = Database.from_settings(settings)
+        migrate.upgrade(db.engine)
+        with db.sessions.begin() as session:
+            tenant = tenants.context_of(tenants.ensure(session, settings.default_tenant))
+        try:
+            yield Target(db, tenant, settings, fake)
+        finally:
+            db.dispose()
+
+
+def store(target: Target, entity: str, records: Sequence[Record], per_request: int) -> Counter[str]:
+    """Store records the way `POST /v1/sync/{entity}` does; returns the outcomes."""
+    spec = ENTITY_BY_KEY[entity]
+    outcomes: Counter[str] = Counter()
+    for start in range(0, len(records), per_request):
+        body = orjson.dumps({"data": list(records[start : start + per_request])})
+        request = events.InboundRequest(
+            source="sync",
+            method="POST",
+            route=f"/v1/sync/{entity}",
+            content_type="application/json",
+            query={},
+            headers={"content-type": "application/json"},
+            body=body,
         )
-        yield server
-    finally:
-        stop(process)
+        event_id = events.store_inbound(
+            target.db, request, tenant_id=target.tenant.id, entity=entity
+        )
+        report = pipeline.run_sync(
+            target.db,
+            tenant=target.tenant,
+            entity=spec,
+            event_id=event_id,
+            body=body,
+            content_type="application/json",
+            max_records=per_request,
+        )
+        outcomes.update({k: v for k, v in report.summary().items() if k != "total" and v})
+    return outcomes
 
 
 class TimedTransport(httpx.AsyncHTTPTransport):
@@ -207,267 +202,248 @@ class TimedTransport(httpx.AsyncHTTPTransport):
         return response
 
 
-class StatementCounter:
-    """Counts the SQL statements sent to a database while `counting` is active."""
+@dataclass(frozen=True)
+class Marks:
+    """Where a run starts: the last job, the last call the worker logged, the fake's calls."""
 
-    def __init__(self) -> None:
-        self.count = 0
+    job: int
+    logged_call: int
+    fake_calls: int
 
-    def _count(self, *_: Any) -> None:
-        self.count += 1
 
-    @contextlib.contextmanager
-    def counting(self, db: Database) -> Iterator[None]:
-        event.listen(db.engine, "before_cursor_execute", self._count)
-        try:
-            yield
-        finally:
-            event.remove(db.engine, "before_cursor_execute", self._count)
+def _marks(target: Target) -> Marks:
+    with target.db.sessions() as session:
+        job = session.scalar(select(func.max(Job.id))) or 0
+        logged_call = session.scalar(select(func.max(MoodleCall.id))) or 0
+    return Marks(job, logged_call, len(moodle_script.fake_calls(target.fake.url)))
+
+
+def _jobs_since(target: Target, mark: int) -> Counter[str]:
+    with target.db.sessions() as session:
+        rows = session.execute(
+            select(Job.state, func.count()).where(Job.id > mark, DELIVERY).group_by(Job.state)
+        ).all()
+    return Counter(dict(rows))
+
+
+def _calls_since(target: Target, marks: Marks) -> tuple[Counter[str], Counter[str]]:
+    """Calls and items by function from the fake's call log, checked against the worker's
+    moodle_calls table."""
+    calls: Counter[str] = Counter()
+    items: Counter[str] = Counter()
+    for call in moodle_script.fake_calls(target.fake.url)[marks.fake_calls :]:
+        calls[call["function"]] += 1
+        items[call["function"]] += call["items"]
+    with target.db.sessions() as session:
+        logged = session.scalar(select(func.count()).where(MoodleCall.id > marks.logged_call))
+    if logged != calls.total():
+        _say(f"  WARNING: the fake saw {calls.total()} calls, moodle_calls has {logged}")
+    return calls, items
+
+
+def _expect(name: str, outcomes: Counter[str], expected: Counter[str]) -> None:
+    if outcomes != expected:
+        raise RuntimeError(f"{name}: stored {dict(outcomes)}, expected {dict(expected)}")
 
 
 # ---------------------------------------------------------------------------------------------
-# One wave: store records, then time the worker's drain
+# The runs
 # ---------------------------------------------------------------------------------------------
 
 
-def store(
-    db: Database, tenant: TenantContext, entity: str, records: Sequence[Record]
-) -> Counter[str]:
-    """Store records the way `POST /v1/sync/{entity}` does; returns the outcomes."""
-    spec = ENTITY_BY_KEY[entity]
+def delivered_in_batch(
+    target: Target, name: str, arrivals: Arrivals, expected: Counter[str]
+) -> Run:
+    """Store every record first, then time the worker delivering them all."""
+    marks = _marks(target)
     outcomes: Counter[str] = Counter()
-    for start in range(0, len(records), REQUEST_RECORDS):
-        body = orjson.dumps({"data": list(records[start : start + REQUEST_RECORDS])})
-        request = events.InboundRequest(
-            source="sync",
-            method="POST",
-            route=f"/v1/sync/{entity}",
-            content_type="application/json",
-            query={},
-            headers={"content-type": "application/json"},
-            body=body,
+    for entity, records in arrivals:
+        outcomes += store(target, entity, records, REQUEST_RECORDS)
+    _expect(name, outcomes, expected)
+    queued = _jobs_since(target, marks.job).total()
+    transport = TimedTransport()
+
+    async def drain() -> None:
+        timeout = target.settings.moodle_timeout_seconds
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
+            rounds = queued // target.settings.worker_claim_size + 20
+            worker = Worker(target.db, target.settings, http=http, kinds={JobKind.DELIVER})
+            await worker.drain(max_rounds=rounds)
+
+    started = time.perf_counter()
+    asyncio.run(drain())
+    seconds = time.perf_counter() - started
+    calls, items = _calls_since(target, marks)
+    return Run(name, seconds, calls, items, transport.seconds, _jobs_since(target, marks.job))
+
+
+def delivered_one_by_one(target: Target, arrivals: Arrivals, rate: float) -> Run:
+    """Store the records one per request at `rate` a second while a worker runs; until every
+    job is done."""
+    order = _one_by_one(arrivals)
+    marks = _marks(target)
+    transport = TimedTransport()
+
+    async def arrive_and_deliver() -> tuple[float, float]:
+        timeout = target.settings.moodle_timeout_seconds
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
+            worker = Worker(target.db, target.settings, http=http, kinds={JobKind.DELIVER})
+            running = asyncio.create_task(worker.run())
+            started = time.perf_counter()
+            outcomes: Counter[str] = Counter()
+            for index, (entity, record) in enumerate(order):
+                await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
+                outcomes += await asyncio.to_thread(store, target, entity, [record], 1)
+            arrived = time.perf_counter() - started
+            _expect("one by one", outcomes, Counter(NEW=len(order)))
+            while True:  # the database is the only place that knows
+                if not await asyncio.to_thread(_open_jobs, target, marks.job):
+                    break
+                await asyncio.sleep(0.1)
+            converged = time.perf_counter() - started
+            worker.stop()
+            await running
+            return arrived, converged
+
+    arrived, converged = asyncio.run(arrive_and_deliver())
+    calls, items = _calls_since(target, marks)
+    note = (
+        f"arrivals took {arrived:.1f} s ({len(order) / arrived:,.0f}/s), the last job was done "
+        f"{converged - arrived:.1f} s after the last arrival"
+    )
+    run = Run("service, one by one", converged, calls, items, transport.seconds, note=note)
+    run.jobs = _jobs_since(target, marks.job)
+    run.timed_against_script = False
+    return run
+
+
+def _open_jobs(target: Target, mark: int) -> int:
+    with target.db.sessions() as session:
+        return (
+            session.scalar(
+                select(func.count()).where(Job.id > mark, DELIVERY, Job.state.in_(OPEN_STATES))
+            )
+            or 0
         )
-        event_id = events.store_inbound(db, request, tenant_id=tenant.id, entity=entity)
-        report = pipeline.run_sync(
-            db,
-            tenant=tenant,
-            entity=spec,
-            event_id=event_id,
-            body=body,
-            content_type="application/json",
-            max_records=REQUEST_RECORDS,
-        )
-        outcomes.update({k: v for k, v in report.summary().items() if k != "total" and v})
-    return outcomes
+
+
+def _one_by_one(arrivals: Arrivals) -> list[tuple[str, Record]]:
+    """The order an administrator enters a college in: programmes, units, teachers and classes,
+    then each student followed by its enrolments."""
+    by_entity = dict(arrivals)
+    order = [
+        (entity, record)
+        for entity in ("programs", "units", "teachers", "classes")
+        for record in by_entity[entity]
+    ]
+    enrolments: dict[str, list[Record]] = {}
+    for enrolment in by_entity["enrollments"]:
+        enrolments.setdefault(enrolment["Enrolled_Students"]["id"], []).append(enrolment)
+    for student in by_entity["students"]:
+        order.append(("students", student))
+        order += [("enrollments", e) for e in enrolments.get(student["id"], [])]
+    return order
+
+
+def _renamed(student: Record) -> Record:
+    """The student after a change of surname in Zoho, saved an hour later."""
+    edited: Record = orjson.loads(orjson.dumps(student))
+    edited["Last_Name"] += "-Renamed"
+    edited["Display_Name"] = f"{edited['First_Name']} {edited['Last_Name']}"
+    modified = dt.datetime.fromisoformat(edited["Modified_Time"]) + dt.timedelta(hours=1)
+    edited["Modified_Time"] = modified.isoformat()
+    return edited
+
+
+# ---------------------------------------------------------------------------------------------
+# One college
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Wave:
-    name: str
-    jobs: int
-    """Jobs the stored records queued."""
-    states: Counter[str]
-    """Those jobs by state after the drain."""
-    seconds: float
-    http_seconds: float
-    statements: int
-    """SQL statements the worker ran while draining (an executemany counts once)."""
-    worker_cpu: float
-    fake_cpu: float
-    store_seconds: float
-    calls: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Function -> (calls, items), from the fake's log."""
-    logged_calls: int = 0
-    """Calls in the worker's moodle_calls table."""
-
-    @property
-    def total_calls(self) -> int:
-        return sum(calls for calls, _ in self.calls.values())
-
-    @property
-    def done(self) -> int:
-        return self.states["done"]
-
-    @property
-    def per_second(self) -> float:
-        return self.done / self.seconds if self.seconds else 0.0
-
-    @property
-    def other_seconds(self) -> float:
-        return self.seconds - self.http_seconds
-
-    def real_moodle_seconds(self) -> float:
-        """What the calls of this wave would take on the measured real Moodle (estimate)."""
-        total = 0.0
-        for function, (calls, items) in self.calls.items():
-            if function == "core_user_create_users":
-                total += items * REAL_SECONDS_PER_CREATED_USER
-            elif function == "enrol_manual_enrol_users":
-                total += items * REAL_SECONDS_PER_ENROLMENT
-            else:
-                total += calls * REAL_SECONDS_PER_OTHER_CALL
-        return total
+class CollegeResult:
+    scale: int
+    counts: dict[str, int]
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    """Database -> the service's runs."""
+    script: Run | None = None
+    reference: moodle_script.State | None = None
+    """The fake Moodle's state after the first batch run: what every other run must reach."""
+    mismatches: list[str] = field(default_factory=list)
 
 
-def _high_water(db: Database) -> tuple[int, int]:
-    with db.sessions() as session:
-        jobs = session.scalar(select(func.max(Job.id))) or 0
-        calls = session.scalar(select(func.max(MoodleCall.id))) or 0
-        return jobs, calls
+def run_college(
+    scale: int, databases: dict[str, str], args: argparse.Namespace, workdir: Path
+) -> CollegeResult:
+    arrivals = workloads.college(scale)
+    result = CollegeResult(scale, {entity: len(records) for entity, records in arrivals})
+    for name, database in databases.items():
+        result.runs[name] = _service_runs(result, name, database, arrivals, args, workdir)
+    assert result.reference is not None
+    with running_fake_moodle(
+        workdir, DEFAULT_TOKEN, latency=True, php_workers=args.php_workers, scale=args.latency_scale
+    ) as fake:
+        script = moodle_script.write(fake.url, DEFAULT_TOKEN, result.reference)
+        _compare(result, "script", moodle_script.fake_state(fake.url))
+    result.script = Run("script, batches of 100", script.seconds, script.calls, script.items)
+    _say(f"  college x{scale} script: {script.seconds:.1f} s, {result.script.total_calls} calls")
+    return result
 
 
-@dataclass(frozen=True)
-class Target:
-    """What a wave runs against: one database, its tenant, and one fake Moodle."""
-
-    db: Database
-    tenant: TenantContext
-    settings: Settings
-    fake: FakeMoodleServer
-
-
-def run_wave(
-    target: Target,
+def _service_runs(
+    result: CollegeResult,
     name: str,
-    batches: Sequence[tuple[str, Sequence[Record]]],
-    expected: Counter[str],
-) -> Wave:
-    db, fake = target.db, target.fake
-    jobs_mark, calls_mark = _high_water(db)
-    calls_before = len(fake.calls())
-
-    started = time.perf_counter()
-    outcomes: Counter[str] = Counter()
-    for entity, records in batches:
-        outcomes += store(db, target.tenant, entity, records)
-    store_seconds = time.perf_counter() - started
-    if outcomes != expected:
-        raise RuntimeError(f"{name}: stored {dict(outcomes)}, expected {dict(expected)}")
-    with db.sessions() as session:
-        queued = session.scalar(select(func.count()).where(Job.id > jobs_mark)) or 0
-
-    transport = TimedTransport()
-    statements = StatementCounter()
-    cpu_before, fake_before = time.process_time(), fake.cpu_seconds()
-    started = time.perf_counter()
-    with statements.counting(db):
-        asyncio.run(_drain(db, target.settings, transport, queued))
-    seconds = time.perf_counter() - started
-    worker_cpu = time.process_time() - cpu_before
-    fake_cpu = fake.cpu_seconds() - fake_before
-
-    with db.sessions() as session:
-        states = Counter(
-            dict(
-                session.execute(
-                    select(Job.state, func.count()).where(Job.id > jobs_mark).group_by(Job.state)
-                ).all()
-            )
+    database: str,
+    arrivals: Arrivals,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> list[Run]:
+    total = sum(result.counts.values())
+    with service(database, workdir, args) as target:
+        batch = delivered_in_batch(target, "service, batch", arrivals, Counter(NEW=total))
+        state = moodle_script.fake_state(target.fake.url)
+        if result.reference is None:
+            result.reference = state
+        else:
+            _compare(result, f"{name} batch", state)
+        students = dict(arrivals)["students"]
+        renamed = [_renamed(s) for s in students[::RENAMED_SHARE]]
+        update = delivered_in_batch(
+            target,
+            f"update ({len(renamed)} renamed)",
+            [("students", renamed)],
+            Counter(UPDATED=len(renamed)),
         )
-        logged = session.scalar(select(func.count()).where(MoodleCall.id > calls_mark)) or 0
-    by_function: dict[str, tuple[int, int]] = {}
-    for call in fake.calls()[calls_before:]:
-        calls, items = by_function.get(call["function"], (0, 0))
-        by_function[call["function"]] = (calls + 1, items + call["items"])
-    wave = Wave(
-        name=name,
-        jobs=queued,
-        states=states,
-        seconds=seconds,
-        http_seconds=transport.seconds,
-        statements=statements.count,
-        worker_cpu=worker_cpu,
-        fake_cpu=fake_cpu,
-        store_seconds=store_seconds,
-        calls=dict(sorted(by_function.items())),
-        logged_calls=logged,
+        current = {r["id"]: r for r in renamed}
+        resent = [(e, [current.get(r["id"], r) for r in rs]) for e, rs in arrivals]
+        no_op = delivered_in_batch(target, "no-op (all resent)", resent, Counter(UNCHANGED=total))
+    update.converges = no_op.converges = False
+    runs = [batch, update, no_op]
+    _say(
+        f"  college x{result.scale} {name}: batch {batch.seconds:.1f} s, {batch.total_calls} calls"
     )
-    if wave.done != queued:
-        _say(f"  WARNING {name}: {queued} jobs queued but {wave.done} done: {dict(states)}")
-    if logged != wave.total_calls:
-        _say(f"  WARNING {name}: the fake saw {wave.total_calls} calls, moodle_calls has {logged}")
-    return wave
+    if not args.skip_one_by_one:
+        with service(database, workdir, args) as target:
+            one = delivered_one_by_one(target, arrivals, args.arrival_rate)
+            _compare(result, f"{name} one by one", moodle_script.fake_state(target.fake.url))
+        runs.append(one)
+        calls = one.total_calls
+        _say(f"  college x{result.scale} {name}: one by one {one.seconds:.1f} s, {calls} calls")
+    return runs
 
 
-async def _drain(db: Database, settings: Settings, transport: TimedTransport, jobs: int) -> int:
-    rounds = jobs // settings.worker_claim_size + 10
-    async with httpx.AsyncClient(
-        transport=transport, timeout=settings.moodle_timeout_seconds
-    ) as http:
-        worker = Worker(db, settings, http=http, kinds={JobKind.DELIVER})
-        return await worker.drain(max_rounds=rounds)
-
-
-# ---------------------------------------------------------------------------------------------
-# One database
-# ---------------------------------------------------------------------------------------------
-
-
-def _fresh_postgres(url: str) -> None:
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
-def _check_moodle_after_new_wave(fake: FakeMoodleServer, students: int) -> None:
-    state = fake.state()
-    users = len(state["users"]) - SEEDED_USERS
-    courses = [c for c in state["courses"] if c["format"] != "site"]
-    if users != students + 1 or len(courses) != 1 or len(state["enrolments"]) != students + 1:
-        raise RuntimeError(
-            f"the fake Moodle holds {users} new users, {len(courses)} courses and "
-            f"{len(state['enrolments'])} enrolments; expected {students + 1}, 1, {students + 1}"
-        )
-
-
-def _check_moodle_after_update_wave(fake: FakeMoodleServer, renamed: int) -> None:
-    found = sum(1 for u in fake.state()["users"] if u["lastname"].endswith(RENAME_SUFFIX))
-    if found != renamed:
-        raise RuntimeError(f"the fake Moodle holds {found} renamed users, expected {renamed}")
-
-
-def run_backend(
-    name: str, url: str, work: Workload, args: argparse.Namespace, workdir: Path
-) -> list[Wave]:
-    with running_fake_moodle(workdir) as fake:
-        settings = Settings(
-            _env_file=None,
-            database_url=url,
-            moodle_url=fake.url,
-            moodle_token=DEFAULT_TOKEN,
-            run_worker=False,
-            worker_batch_size=args.batch_size,
-            worker_claim_size=args.claim_size,
-        )
-        db = Database.from_settings(settings)
-        migrate.upgrade(db.engine)
-        with db.sessions.begin() as session:
-            tenant = tenants.context_of(tenants.ensure(session, settings.default_tenant))
-        _say(f"  {name}: fake Moodle pid {fake.process.pid} on {fake.url}")
-
-        target = Target(db, tenant, settings, fake)
-        total = sum(len(records) for _, records in work.records)
-        waves = [run_wave(target, "new", work.records, Counter(NEW=total))]
-        _check_moodle_after_new_wave(fake, work.students)
-        renamed = len(work.renamed)
-        waves.append(
-            run_wave(target, "update", [("students", work.renamed)], Counter(UPDATED=renamed))
-        )
-        _check_moodle_after_update_wave(fake, renamed)
-        current = {r["id"]: r for r in work.renamed}
-        resent = [
-            (entity, [current.get(r["id"], r) for r in records]) for entity, records in work.records
-        ]
-        waves.append(run_wave(target, "no-op", resent, Counter(UNCHANGED=total)))
-        db.dispose()
-    for wave in waves:
-        _say(
-            f"  {name:<10} {wave.name:<7} {wave.done:>7,} jobs in {wave.seconds:7.2f} s "
-            f"({wave.per_second:,.0f}/s), {wave.total_calls} calls"
-        )
-    return waves
+def _compare(result: CollegeResult, what: str, state: moodle_script.State) -> None:
+    assert result.reference is not None
+    expected = moodle_script.comparable(result.reference)
+    found = moodle_script.comparable(state)
+    for part in expected:
+        if expected[part] != found[part]:
+            missing = len(set(expected[part]) - set(found[part]))
+            message = (
+                f"{what}: Moodle's {part} differ from the first batch run's ({missing} missing)"
+            )
+            result.mismatches.append(message)
+            _say(f"  WARNING {message}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,96 +455,107 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _share(part: float, whole: float) -> str:
-    return f"{part / whole:.0%}" if whole else "-"
+def _ratio(part: float, whole: float) -> str:
+    return f"{part / whole:.2f}" if whole else "-"
 
 
-def _per(part: float, whole: float) -> str:
-    return f"{part / whole:.1f}" if whole else "-"
-
-
-def report(results: dict[str, list[Wave]], work: Workload, args: argparse.Namespace) -> str:
-    per_thousand = 1000 / work.students
+def report(results: Sequence[CollegeResult], args: argparse.Namespace, load_before: str) -> str:
+    model = f"{args.php_workers} PHP workers" + (
+        f", times x{args.latency_scale:g}" if args.latency_scale != 1 else ""
+    )
+    settings = ", ".join(f"{k}={v}" for k, v in args.settings.items()) or "service defaults"
     lines = [
-        f"{work.students:,} students + 1 programme + 1 teacher + 1 class + {work.students:,} "
-        f"enrolments ({work.jobs:,} jobs); worker batch size {args.batch_size}, claim size "
-        f"{args.claim_size}; fake Moodle over HTTP on loopback; {os.cpu_count()} CPUs",
-        "",
-        f"{'database':<11}{'wave':<8}{'jobs':>7}{'done':>7}{'drain s':>9}{'jobs/s':>8}"
-        f"{'calls':>7}{'calls/1k':>9}{'HTTP':>6}{'worker':>8}{'SQL/job':>8}{'worker CPU':>11}"
-        f"{'fake CPU':>9}{'store s':>8}",
+        f"fake Moodle with the latency model of the recorded site ({model}); {settings}; "
+        f"one by one at {args.arrival_rate:g} records/s; {load_before} before, "
+        f"{machine_load()} after",
     ]
-    for name, waves in results.items():
-        for wave in waves:
+    for college in results:
+        script = college.script
+        assert script is not None
+        counts = ", ".join(f"{n:,} {entity}" for entity, n in college.counts.items())
+        lines += [
+            "",
+            f"College x{college.scale}: {counts}",
+            f"  {'database':<11}{'run':<24}{'wall s':>8}{'calls':>7}{'time/script':>12}"
+            f"{'calls/script':>13}{'in Moodle s':>12}  jobs",
+        ]
+        rows = [(db, run) for db, runs in college.runs.items() for run in runs]
+        for database, run in [*rows, ("-", script)]:
+            jobs = " ".join(f"{k} {v:,}" for k, v in sorted(run.jobs.items()))
+            moodle = "-" if run.moodle_seconds is None else f"{run.moodle_seconds:.1f}"
+            timed = run.converges and run.timed_against_script
+            time_ratio = _ratio(run.seconds, script.seconds) if timed else "-"
+            calls_ratio = _ratio(run.total_calls, script.total_calls) if run.converges else "-"
             lines.append(
-                f"{name:<11}{wave.name:<8}{wave.jobs:>7,}{wave.done:>7,}{wave.seconds:>9.2f}"
-                f"{wave.per_second:>8,.0f}{wave.total_calls:>7,}"
-                f"{wave.total_calls * per_thousand:>9.1f}"
-                f"{_share(wave.http_seconds, wave.seconds):>6}"
-                f"{_share(wave.other_seconds, wave.seconds):>8}"
-                f"{_per(wave.statements, wave.jobs):>8}"
-                f"{wave.worker_cpu:>10.2f}s{wave.fake_cpu:>8.2f}s{wave.store_seconds:>8.2f}"
+                f"  {database:<11}{run.name:<24}{run.seconds:>8.1f}{run.total_calls:>7}"
+                f"{time_ratio:>12}{calls_ratio:>13}{moodle:>12}  {jobs}"
             )
+            if run.note:
+                lines.append(f"  {'':<11}  {run.note}")
+        for database, runs in college.runs.items():
+            by_name = {run.name: run for run in runs}
+            one, batch = by_name.get("service, one by one"), by_name["service, batch"]
+            if one is not None:
+                lines.append(
+                    f"  {database}: one by one made {_ratio(one.total_calls, batch.total_calls)}"
+                    " times the calls of batch arrival"
+                )
+        lines += _calls_table(college)
+        lines += [f"  MISMATCH {m}" for m in college.mismatches]
     lines += [
         "",
-        "jobs: queued by the wave's stored records; done: of those, delivered. drain s: wall time",
-        "of Worker.drain(). calls/1k: Moodle calls per 1,000 students of the college (per 1,000",
-        "enrolments in the new wave). HTTP: share of the drain spent in HTTP round trips to the",
-        "fake Moodle, its processing included; worker: the rest, the worker and its database",
-        "(claims, reads, call building, settling). SQL/job: SQL statements the worker sent per",
-        "job. worker CPU: this process, SQLite included; fake CPU: the fake Moodle's process.",
-        "store s: storing the wave's records through ingress beforehand, not timed as delivery.",
+        "wall s: the drain after batch arrival; for one by one, from the first record to the",
+        "last job done, arrivals included. time/script, calls/script: ratios to the script.",
+        "in Moodle s: time spent waiting for Moodle's answers (summed over parallel calls).",
+        "update and no-op run after batch, on its Moodle. jobs: the run's jobs by final state.",
     ]
-    for name, waves in results.items():
-        functions = sorted({f for wave in waves for f in wave.calls})
-        lines += ["", f"{name}: Moodle calls by function, calls (items)"]
-        lines.append(f"  {'function':<34}" + "".join(f"{w.name:>16}" for w in waves))
-        for function in functions:
-            cells = "".join(
-                f"{'{} ({})'.format(*wave.calls.get(function, (0, 0))):>16}" for wave in waves
-            )
-            lines.append(f"  {function:<34}{cells}")
-        lines.append(f"  {'total':<34}" + "".join(f"{w.total_calls:>16}" for w in waves))
-        new = waves[0]
-        verdict = "met" if new.total_calls * per_thousand <= CALL_TARGET else "NOT met"
-        lines.append(
-            f"  new wave: {new.total_calls * per_thousand:.1f} calls per 1,000 enrolments "
-            f"(target at most {CALL_TARGET}: {verdict})"
-        )
-    lines += [
-        "",
-        "Estimate against a real Moodle 4.5 (2 cores, loopback): the fake's time replaced by",
-        f"{REAL_SECONDS_PER_CREATED_USER * 1000:g} ms per created user, "
-        f"{REAL_SECONDS_PER_ENROLMENT * 1000:g} ms per enrolment and "
-        f"{REAL_SECONDS_PER_OTHER_CALL * 1000:g} ms per other call, plus the worker's own time",
-        f"  {'database':<11}{'wave':<8}{'Moodle s':>10}{'worker s':>10}{'total s':>9}{'jobs/s':>8}",
-    ]
-    for name, waves in results.items():
-        for wave in waves:
-            moodle = wave.real_moodle_seconds()
-            total = moodle + wave.other_seconds
-            rate = f"{wave.done / total:>8,.0f}" if wave.done else f"{'-':>8}"
-            lines.append(
-                f"  {name:<11}{wave.name:<8}{moodle:>10.1f}{wave.other_seconds:>10.2f}"
-                f"{total:>9.1f}{rate}"
-            )
     return "\n".join(lines)
+
+
+def _calls_table(college: CollegeResult) -> list[str]:
+    script = college.script
+    assert script is not None
+    columns = [
+        (f"{db} {'batch' if 'batch' in run.name else '1 by 1'}", run)
+        for db, runs in college.runs.items()
+        for run in runs
+        if run.name.startswith("service")
+    ] + [("script", script)]
+    functions = sorted({f for _, run in columns for f in run.calls})
+    lines = ["  Moodle calls by function, calls (items):"]
+    lines.append(f"    {'function':<34}" + "".join(f"{title:>18}" for title, _ in columns))
+    for function in functions:
+        cells = "".join(
+            f"{f'{run.calls[function]} ({run.items[function]:,})':>18}" for _, run in columns
+        )
+        lines.append(f"    {function:<34}{cells}")
+    return lines
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    name, _, value = text.partition("=")
+    name = name.strip().lower()
+    if name not in Settings.model_fields:
+        raise argparse.ArgumentTypeError(f"no setting {name!r}")
+    return name, value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    arguments.add_argument("--students", type=int, default=1000, help="students (and enrolments)")
+    arguments.add_argument("--sizes", default="1,5", help="colleges, as multiples of the default")
+    arguments.add_argument("--arrival-rate", type=float, default=50.0, help="one by one: records/s")
+    arguments.add_argument("--skip-one-by-one", action="store_true", help="batch arrival only")
+    arguments.add_argument("--php-workers", type=int, default=4, help="the fake Moodle's workers")
     arguments.add_argument(
-        "--batch-size",
-        type=int,
-        default=Settings.model_fields["worker_batch_size"].default,
-        help="WORKER_BATCH_SIZE: items per Moodle call",
+        "--latency-scale", type=float, default=1.0, help="multiply every modelled Moodle time"
     )
     arguments.add_argument(
-        "--claim-size",
-        type=int,
-        default=Settings.model_fields["worker_claim_size"].default,
-        help="WORKER_CLAIM_SIZE: jobs claimed at once",
+        "--setting",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting for the runs, e.g. worker_batch_size=100 (repeatable)",
     )
     arguments.add_argument(
         "--postgres-url",
@@ -578,25 +565,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     arguments.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only")
     args = arguments.parse_args(argv)
-    if args.students < RENAMED_SHARE:
-        arguments.error(f"--students must be at least {RENAMED_SHARE}")
+    args.settings = dict(args.setting)
     if args.skip_sqlite and not args.postgres_url:
         arguments.error("--skip-sqlite needs --postgres-url or TEST_DATABASE_URL")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    load_before = machine_load()
 
-    _say(f"generating {args.students:,} students, their enrolments and the rest...")
-    work = generate(args.students)
-    results: dict[str, list[Wave]] = {}
+    databases = {} if args.skip_sqlite else {"SQLite": "sqlite"}
+    if args.postgres_url:
+        databases["PostgreSQL"] = Settings(
+            _env_file=None, database_url=args.postgres_url
+        ).database_url
+    results = []
     with tempfile.TemporaryDirectory(prefix="zms-bench-") as tmp:
-        workdir = Path(tmp)
-        if not args.skip_sqlite:
-            url = f"sqlite:///{workdir / 'bench.db'}"
-            results["SQLite"] = run_backend("SQLite", url, work, args, workdir)
-        if args.postgres_url:
-            url = Settings(_env_file=None, database_url=args.postgres_url).database_url
-            _fresh_postgres(url)
-            results["PostgreSQL"] = run_backend("PostgreSQL", url, work, args, workdir)
-    print(report(results, work, args))
+        for scale in (int(s) for s in args.sizes.split(",")):
+            _say(f"college x{scale}...")
+            results.append(run_college(scale, databases, args, Path(tmp)))
+    print(report(results, args, load_before))
 
 
 if __name__ == "__main__":

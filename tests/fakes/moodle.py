@@ -1,7 +1,8 @@
 """A fake Moodle 4.5 REST web service (ASGI) that answers the way the recorded real instance did.
 
 Use it in-process through `FakeMoodle.transport()`, or run it: `python -m tests.fakes.moodle --port
-8089 --token T`.
+8089 --token T`. It answers at once unless given a `LatencyModel` (`--latency`), which makes every
+call take about as long as on the measured real site.
 """
 
 from __future__ import annotations
@@ -1039,6 +1040,113 @@ class FakeAnswer:
     body: str
     content_type: str
     call: FakeCall
+    results: int = 0
+    """Records in a successful answer (users, courses, categories found), for the latency model."""
+
+
+# ---- what calls cost a real Moodle -----------------------------------------------------------
+
+PHP_WORKERS: Final = 4
+"""PHP workers of the measured site (`PHP_CLI_SERVER_WORKERS=4`): calls beyond that wait."""
+CALL_SECONDS: Final = 0.030
+"""Every call, before any work: the 80 refused calls of tests/data/moodle-observations.json (bad
+token, unknown function, bad parameters) took 0.020-0.035 s, median 0.0315 s."""
+SERIAL_SHARE: Final = 0.21
+"""Share of a call's time that no other call can overlap, for functions whose parallel speed-up
+was not measured: the enrolments' figure (they are database writes, not password hashing)."""
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """What one call of a function costs on top of `CALL_SECONDS`, in seconds."""
+
+    per_item: float = 0.0
+    """For each item sent (users to create, enrolments...)."""
+    per_result: float = 0.0
+    """For each record answered (a lookup that finds nothing costs only the call)."""
+    serial_share: float = SERIAL_SHARE
+    """Share of the call's time that parallel calls cannot overlap, spent on what all PHP
+    workers share (the site's 2 cores, its database) and so taken in turn. Fitted as
+    `2 * T2 / T1 - 1`, where T1 is the time of a series of calls made one after the other and
+    T2 the time of the same calls from two clients at once."""
+
+
+MOODLE_COSTS: Final[Mapping[str, CallCost]] = {
+    # 10 calls x 100 users: 10.2 s (1.02 s a call); 500 users in one call: 4.98 s. Two clients:
+    # 8.9 s, so 2 * 8.9 / 10.2 - 1 = 0.75 of it is serial (password hashing takes the CPU).
+    "core_user_create_users": CallCost(per_item=0.0099, serial_share=0.75),
+    # 10 calls x 100 enrolments: 6.6 s (0.57-0.82 s a call). Two clients: 4.0 s: 0.21 serial.
+    "enrol_manual_enrol_users": CallCost(per_item=0.0063, serial_share=0.21),
+    # core_user_get_users answered 500 users in 2.30 s and 999 in 3.37 s: 3.4-4.6 ms a user;
+    # a lookup by field took 0.025-0.028 s finding nothing, 0.037-0.044 s finding one user.
+    "core_user_get_users_by_field": CallCost(per_result=0.004),
+    "core_user_get_users": CallCost(per_result=0.004),
+    # 1,000 enrolled users (userfields=id,username,idnumber) in 0.57 s.
+    "core_enrol_get_enrolled_users": CallCost(per_result=0.00054),
+    # One course found: 0.042-0.058 s, two: 0.062 s, none: 0.026 s.
+    "core_course_get_courses_by_field": CallCost(per_result=0.018),
+    # One category found: 0.027 s, none: 0.022 s.
+    "core_course_get_categories": CallCost(per_result=0.005),
+    # One category created: 0.036-0.051 s.
+    "core_course_create_categories": CallCost(per_item=0.010),
+    "core_course_update_categories": CallCost(per_item=0.010),
+    # One course created: 0.052 s, two in one call: 0.100 s.
+    "core_course_create_courses": CallCost(per_item=0.035),
+    # One course updated: 0.048 s.
+    "core_course_update_courses": CallCost(per_item=0.018),
+    # One user updated: 0.036-0.042 s.
+    "core_user_update_users": CallCost(per_item=0.009),
+    # One user deleted: 0.098 s; one (empty) course deleted: 0.392 s.
+    "core_user_delete_users": CallCost(per_item=0.068),
+    "core_course_delete_courses": CallCost(per_item=0.36),
+    # One enrolment removed: 0.032-0.044 s; one role assigned: 0.033 s.
+    "enrol_manual_unenrol_users": CallCost(per_item=0.010),
+    "core_role_assign_roles": CallCost(per_item=0.003),
+}
+"""Per-function costs on the recorded site (Moodle 4.5.6, PHP 8.2, PostgreSQL 15, 2 cores,
+loopback, opcache on): timed runs of users, enrolments and enrolled users, and the durations in
+tests/data/moodle-observations.json for the rest, as the comments above give them. A lookup
+costs by the records it finds, not the values it asks for. Functions not listed cost
+`OTHER_CALL`: site info and other small reads cost only the call."""
+OTHER_CALL: Final = CallCost()
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """How long a real Moodle 4.5 takes to answer, for benchmarks that must predict real time.
+
+    A call takes `CALL_SECONDS` plus its function's `MOODLE_COSTS` for the items it sends and
+    the records it answers; a refused call (an exception answer) costs `CALL_SECONDS` only, as
+    the recorded refusals did whatever their size. At most `workers` calls are served at once,
+    the others wait for a free worker, and the `serial_share` of each call's time is spent
+    holding a resource all workers share, so parallel calls overlap only as much as they did on
+    the measured site. `scale` multiplies every time (0.1 for a quick run ten times faster).
+
+    The fake's own processing counts towards the modelled time, and a call's effect is visible
+    to other calls from the start of its time rather than at its end.
+    """
+
+    workers: int = PHP_WORKERS
+    scale: float = 1.0
+    per_call: float = CALL_SECONDS
+    costs: Mapping[str, CallCost] = field(default_factory=lambda: dict(MOODLE_COSTS))
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("a Moodle site has at least one PHP worker")
+        if self.scale < 0:
+            raise ValueError("latency scale cannot be negative")
+
+    def seconds(self, answer: FakeAnswer) -> tuple[float, float]:
+        """The time `answer` takes: (the part parallel calls may overlap, the serial part)."""
+        call = answer.call
+        cost = self.costs.get(call.function or "", OTHER_CALL)
+        total = self.per_call
+        if call.outcome == "ok":
+            total += call.items * cost.per_item + answer.results * cost.per_result
+        total *= self.scale
+        serial = total * cost.serial_share
+        return total - serial, serial
 
 
 Handler = Callable[["FakeMoodle", dict[str, Php], _Token], Any]
@@ -1060,6 +1168,7 @@ class FakeMoodle:
     belongs to user 3 with every capability. `add_token(..., capable=False)` gives a token
     without capabilities: system-level writes then answer `nopermissions`, course-level calls
     `requireloginerror`, and reads return what a user without capabilities could see.
+    With a `latency` model, each web-service call takes the time a real site would take.
     """
 
     def __init__(
@@ -1071,12 +1180,15 @@ class FakeMoodle:
         clock: Clock = wall_clock,
         max_input_vars: int = 5000,
         debug: bool = False,
+        latency: LatencyModel | None = None,
     ) -> None:
         self.site_url = site_url.rstrip("/")
         self.site_name = site_name
         self.clock = clock
         self.max_input_vars = max_input_vars
         self.debug = debug
+        self.latency = latency
+        self._gates: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore, asyncio.Lock] | None = None
         self.calls: list[FakeCall] = []
         self._lock = threading.RLock()
         self._tables = _Tables()
@@ -1391,7 +1503,10 @@ class FakeMoodle:
             await asyncio.sleep(fault.seconds)
             fault = None
         if fault is None:
-            answer = self._handle_http(request, body)
+            if self.latency is None:
+                answer = self._handle_http(request, body)
+            else:
+                answer = await self._handle_in_time(request, body, self.latency)
             await Response(answer.body, answer.status, media_type=answer.content_type)(
                 scope, receive, send
             )
@@ -1414,6 +1529,29 @@ class FakeMoodle:
         # Raised after the answer started: a server closes the socket, ASGITransport hands the
         # error to the client; either way the client sees a broken connection.
         raise httpx.RemoteProtocolError("fake Moodle dropped the connection mid-answer")
+
+    async def _handle_in_time(
+        self, request: Request, body: bytes, latency: LatencyModel
+    ) -> FakeAnswer:
+        """Answer after the time the latency model gives the call, on one of its workers."""
+        workers, shared = self._latency_gates(latency)
+        async with workers:
+            started = time.monotonic()
+            answer = self._handle_http(request, body)
+            overlapping, serial = latency.seconds(answer)
+            await asyncio.sleep(max(0.0, overlapping - (time.monotonic() - started)))
+            async with shared:
+                await asyncio.sleep(serial)
+        return answer
+
+    def _latency_gates(self, latency: LatencyModel) -> tuple[asyncio.Semaphore, asyncio.Lock]:
+        """The PHP workers and the resource they share, for the running event loop (an
+        in-process fake may serve several loops one after the other)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._gates is None or self._gates[0] is not loop:
+                self._gates = (loop, asyncio.Semaphore(latency.workers), asyncio.Lock())
+            return self._gates[1], self._gates[2]
 
     def _handle_http(self, request: Request, body: bytes) -> FakeAnswer:
         return self.handle(
@@ -1446,10 +1584,12 @@ class FakeMoodle:
                 variables.pop(key, None)
             function_name = function if isinstance(function, str) and function else None
             batch = variables.get(BATCH_KEYS.get(function_name or "", ""))
+            results = 0
             try:
                 result = self._execute(token, function_name, variables)
                 text = php_json(result) if response_format == "json" else result_xml(result)
                 outcome = "ok"
+                results = _records_in(result)
             except MoodleError as error:
                 text = self._error_text(error, response_format)
                 outcome = error.errorcode
@@ -1469,7 +1609,7 @@ class FakeMoodle:
                 if response_format == "json"
                 else "application/xml; charset=utf-8"
             )
-            return FakeAnswer(200, text, content, call)
+            return FakeAnswer(200, text, content, call, results)
 
     def _error_text(self, error: MoodleError, response_format: str) -> str:
         if response_format == "xml":
@@ -2722,6 +2862,17 @@ HANDLERS: Final[dict[str, Handler]] = {
 }
 
 
+def _records_in(result: Any) -> int:
+    """Records in a function's result: a list of them, or the list of a `{"users": [...]}` or
+    `{"courses": [...], "warnings": [...]}` answer."""
+    if isinstance(result, list):
+        return len(result)
+    if isinstance(result, dict):
+        lists = [v for k, v in result.items() if k != "warnings" and isinstance(v, list)]
+        return len(lists[0]) if len(lists) == 1 else 0
+    return 0
+
+
 def _public(user: FakeUser) -> dict[str, Any]:
     data = dict(user.__dict__)
     data.pop("password_hash", None)
@@ -2756,12 +2907,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--debug", action="store_true", help="add debuginfo to exceptions")
     parser.add_argument("--max-input-vars", type=int, default=5000)
     parser.add_argument("--site-url", help="defaults to http://HOST:PORT")
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="take as long as the measured real Moodle to answer (see LatencyModel)",
+    )
+    parser.add_argument(
+        "--php-workers",
+        type=int,
+        default=PHP_WORKERS,
+        help=f"with --latency: calls served at once (default {PHP_WORKERS})",
+    )
+    parser.add_argument(
+        "--latency-scale",
+        type=float,
+        default=1.0,
+        help="with --latency: multiply every modelled time (default 1)",
+    )
     args = parser.parse_args(argv)
+    latency = (
+        LatencyModel(workers=args.php_workers, scale=args.latency_scale) if args.latency else None
+    )
     fake = FakeMoodle(
         token=args.token,
         site_url=args.site_url or f"http://{args.host}:{args.port}",
         max_input_vars=args.max_input_vars,
         debug=args.debug,
+        latency=latency,
     )
     for spec in args.restricted_token:
         token, _, functions = spec.partition("=")
