@@ -178,8 +178,9 @@ class LogView:
         self.last = 0.0
         if not logging.getLogger().handlers:
             logging.basicConfig(
-                stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s"
+                stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(message)s"
             )
+        self.log.setLevel(logging.INFO)
 
     def __enter__(self) -> LogView:
         return self
