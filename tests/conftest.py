@@ -110,6 +110,7 @@ def settings(database_url: str) -> Settings:
         reconcile_minutes=0,
         moodle_check_hours=0,
         webhook_fetch_window_seconds=0,
+        delivery_coalesce_seconds=0,
         default_tenant=DEFAULT_TENANT,
         max_body_bytes=2 * 1024 * 1024,
         max_batch_records=1000,

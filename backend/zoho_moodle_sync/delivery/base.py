@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -103,13 +103,17 @@ class Delivery(ABC):
         client: MoodleClient,
         settings: Settings,
         lease: Lease | None = None,
+        in_flight: asyncio.Semaphore | None = None,
     ) -> None:
+        """`in_flight` bounds the Moodle calls made at once for the tenant (shared by the
+        deliveries of one claim; MOODLE_CONCURRENCY by default)."""
         self.db = db
         self.tenant_id = tenant_id
         self.policy = policy
         self.client = client
         self.settings = settings
         self.lease = lease
+        self.in_flight = in_flight or asyncio.Semaphore(settings.moodle_concurrency)
 
     # ---- database reads, off the event loop -------------------------------------------------
 
@@ -160,6 +164,12 @@ class Delivery(ABC):
         self, batch: Batch, function: str, jobs: Sequence[Job], send: Callable[[], Awaitable[_T]]
     ) -> _T:
         """Make one Moodle call for `jobs`, log it, and turn access refusals into a pause."""
+        async with self.in_flight:
+            return await self._call_now(batch, function, jobs, send)
+
+    async def _call_now(
+        self, batch: Batch, function: str, jobs: Sequence[Job], send: Callable[[], Awaitable[_T]]
+    ) -> _T:
         started = time.monotonic()
         try:
             result = await send()
@@ -202,15 +212,25 @@ class Delivery(ABC):
         items: Sequence[tuple[Job, _P]],
         send: Callable[[list[_P]], Awaitable[list[Any]]],
     ) -> list[tuple[Job, Any]]:
-        """Send `items` in calls of at most the batch size that stay within max_input_vars; a
+        """Send `items` in calls of at most the batch size that stay within max_input_vars, up
+        to MOODLE_CONCURRENCY of them at once (they are independent: items of one function); a
         call Moodle refuses as a whole is split in halves until the refused items are alone, so
-        good items still go through."""
-        results: list[tuple[Job, Any]] = []
-        for index, chunk in enumerate(self._calls_of(items)):
+        good items still go through. Moodle being unreachable stops the calls not yet made."""
+        chunks = self._calls_of(items)
+        if len(chunks) <= 1:
+            return await self._split(batch, function, chunks[0], send) if chunks else []
+
+        async def one(index: int, chunk: list[tuple[Job, _P]]) -> list[tuple[Job, Any]]:
             if index:
                 await self._keep_lease(batch)
-            results += await self._split(batch, function, chunk, send)
-        return results
+            return await self._split(batch, function, chunk, send)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(i, chunk)) for i, chunk in enumerate(chunks)]
+        except BaseExceptionGroup as failed:
+            raise _weightiest(failed) from None
+        return [result for task in tasks for result in task.result()]
 
     async def _keep_lease(self, batch: Batch) -> None:
         """Between the calls of a long batch: make sure no other worker took some of its jobs
@@ -335,6 +355,28 @@ class Delivery(ABC):
     async def _unenrol(self, unenrolments: list[Unenrolment]) -> list[None]:
         await self.client.unenrol_users(unenrolments)
         return [None] * len(unenrolments)
+
+
+FAILURE_WEIGHT = (TenantPaused, MoodleUnavailable, LeaseLost)
+"""Of the failures of calls made at once, the one that decides what becomes of the batch: a
+refused access pauses the tenant, an outage holds the jobs back, a lost lease hands them back."""
+
+
+def _weightiest(failed: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves = list(_leaves(failed))
+    for kind in FAILURE_WEIGHT:
+        for error in leaves:
+            if isinstance(error, kind):
+                return error
+    return leaves[0]
+
+
+def _leaves(failed: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for error in failed.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error)
+        else:
+            yield error
 
 
 def removal(job: Job, made: dict[str, Any]) -> Removal:

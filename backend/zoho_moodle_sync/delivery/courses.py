@@ -10,12 +10,25 @@ from zoho_moodle_sync.delivery.base import Batch, Delivery, refused, shape_finge
 from zoho_moodle_sync.delivery.store import Job, Link, LinkWrite
 from zoho_moodle_sync.errors import MoodleRejected
 from zoho_moodle_sync.jobs.queue import Verdict
-from zoho_moodle_sync.moodle import CourseUpdate, Enrolment, MoodleWarning, NewCourse
+from zoho_moodle_sync.moodle import (
+    Course,
+    CourseUpdate,
+    Enrolment,
+    MoodleWarning,
+    NewCourse,
+    unescape_moodle_text,
+)
+
+TAKEN = frozenset({"shortnametaken", "courseidnumbertaken"})
+"""Moodle's refusals of a new course whose short name or idnumber another course has."""
 
 
 class CourseDelivery(Delivery):
-    """Classes → courses in their programme's category (found by idnumber, then short name,
-    before one is created), with the class teacher enrolled as editing teacher."""
+    """Classes → courses in their programme's category, with the class teacher enrolled as
+    editing teacher. An unlinked class's course is looked for (idnumber, then short name) in
+    its category when the service did not make that category, with one call per category;
+    in a category it made, the course is created at once, and only a refusal for a taken short
+    name or idnumber looks the other course up elsewhere and takes it over."""
 
     async def _deliver(self, batch: Batch) -> None:
         await self._classes(batch)
@@ -34,6 +47,9 @@ class CourseDelivery(Delivery):
         adopted: dict[int, bool] = {}
         creations = []
         updates = []
+        # Categories the service made hold only courses it made: no look-up there.
+        made_here = {p.moodle_id for p in programs.values() if p.moodle_id and not p.adopted}
+        in_category: dict[int, list[Course]] = {}
         for job in batch.jobs:
             record, link = records.get(job.zoho_id), links.get(job.zoho_id)
             if record is None or job.action == "remove" or record.deleted:
@@ -58,7 +74,11 @@ class CourseDelivery(Delivery):
                 if link.fingerprint != shape_fingerprint(shape):
                     updates.append((job, link.moodle_id))
                 continue
-            existing = await self._find_course(batch, job, shape)
+            existing = None
+            if category not in made_here:
+                if category not in in_category:
+                    in_category[category] = await self._courses_in(batch, job, category)
+                existing = self._match(batch, job, shape, in_category[category])
             if batch.decided(job):
                 continue
             if existing is not None:
@@ -71,6 +91,17 @@ class CourseDelivery(Delivery):
             batch, "core_course_create_courses", creations, self.client.create_courses
         )
         for job, answer in created:
+            if isinstance(answer, MoodleRejected) and answer.errorcode in TAKEN:
+                # A course of this class elsewhere (moved by hand, or made before its link
+                # was lost): found by idnumber or short name, and taken over.
+                existing = await self._find_course(batch, job, shapes[job.id])
+                if existing is not None:
+                    courses[job.id] = existing
+                    adopted[job.id] = True
+                    updates.append((job, existing))
+                    continue
+            if batch.decided(job):
+                continue
             if isinstance(answer, MoodleRejected):
                 batch.decide(job, refused(answer, f"creating course {shapes[job.id].shortname}"))
             else:
@@ -92,6 +123,31 @@ class CourseDelivery(Delivery):
             elif answer is not None:
                 batch.decide(job, Verdict("dead", answer.message, answer.warningcode))
         await self._class_teachers(batch, records, links, shapes, courses, adopted)
+
+    async def _courses_in(self, batch: Batch, job: Job, category: int) -> list[Course]:
+        """The courses of a category the service did not make (one call for all its classes)."""
+        return await self._call(
+            batch,
+            "core_course_get_courses_by_field",
+            [job],
+            lambda: self.client.get_courses_by_field("category", category),
+        )
+
+    def _match(
+        self, batch: Batch, job: Job, shape: projection.CourseShape, courses: list[Course]
+    ) -> int | None:
+        """The course of `courses` that is this class's: its idnumber, else its short name
+        unless that course is another record's."""
+        for course in courses:
+            if course.idnumber == shape.idnumber:
+                return course.id
+        for course in courses:
+            if unescape_moodle_text(course.shortname) == shape.shortname:
+                if course.idnumber and course.idnumber != shape.idnumber:
+                    batch.decide(job, _shortname_taken(shape, course))
+                    return None
+                return course.id
+        return None
 
     async def _find_course(
         self, batch: Batch, job: Job, shape: projection.CourseShape
@@ -116,15 +172,7 @@ class CourseDelivery(Delivery):
             return None
         course = by_shortname[0]
         if course.idnumber and course.idnumber != shape.idnumber:
-            batch.decide(
-                job,
-                Verdict(
-                    "dead",
-                    f"short name {shape.shortname!r} is taken by Moodle course {course.id} "
-                    f"(idnumber {course.idnumber!r}); give the class another Class_Short_Name",
-                    "shortnametaken",
-                ),
-            )
+            batch.decide(job, _shortname_taken(shape, course))
             return None
         return course.id
 
@@ -202,6 +250,15 @@ class CourseDelivery(Delivery):
                 )
             )
             batch.decide(job, Verdict("done"))
+
+
+def _shortname_taken(shape: projection.CourseShape, course: Course) -> Verdict:
+    return Verdict(
+        "dead",
+        f"short name {shape.shortname!r} is taken by Moodle course {course.id} "
+        f"(idnumber {course.idnumber!r}); give the class another Class_Short_Name",
+        "shortnametaken",
+    )
 
 
 def _course_fields(shape: projection.CourseShape) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class Lease:
         self.held = {job.id: job for job in jobs}
         self.lost: set[int] = set()
         self._beating: asyncio.Task[None] | None = None
+        self._renewing = asyncio.Lock()
 
     async def __aenter__(self) -> Lease:
         self._beating = asyncio.create_task(self._beat())
@@ -56,15 +57,23 @@ class Lease:
                 await self._beating
 
     async def check(self, job_ids: Sequence[int]) -> set[int]:
-        """Renew the lease on these jobs now; the ones another worker holds (now or before)."""
+        """Renew the lease on these jobs now; the ones another worker holds (now or before).
+        A database that cannot answer right now tells nothing new: the heartbeat goes on."""
         jobs = [self.held[job_id] for job_id in job_ids if job_id in self.held]
-        kept = await asyncio.to_thread(
-            lambda: queue.renew(
-                self.db, worker_id=self.worker_id, jobs=jobs, lease_seconds=self.lease_seconds
-            )
-        )
-        self.lost |= {job.id for job in jobs} - {job.id for job in kept}
+        try:
+            await self._renew(jobs)
+        except DATABASE_GONE as error:
+            log.warning("could not check the lease of %d job(s): %s", len(jobs), error)
         return self.lost & set(job_ids)
+
+    async def _renew(self, jobs: Sequence[Claimed]) -> None:
+        async with self._renewing:  # one renewal at a time (calls made at once check too)
+            kept = await asyncio.to_thread(
+                lambda: queue.renew(
+                    self.db, worker_id=self.worker_id, jobs=jobs, lease_seconds=self.lease_seconds
+                )
+            )
+        self.lost |= {job.id for job in jobs} - {job.id for job in kept}
 
     def release(self, job_ids: Sequence[int]) -> None:
         """Jobs settled: no longer this lease's to renew."""
@@ -78,18 +87,9 @@ class Lease:
             if not jobs:
                 continue
             try:
-                kept = await asyncio.to_thread(
-                    lambda jobs=jobs: queue.renew(  # type: ignore[misc]
-                        self.db,
-                        worker_id=self.worker_id,
-                        jobs=jobs,
-                        lease_seconds=self.lease_seconds,
-                    )
-                )
+                await self._renew(jobs)
             except DATABASE_GONE as error:
                 log.warning("could not renew the lease of %d job(s): %s", len(jobs), error)
-                continue
-            self.lost |= {job.id for job in jobs} - {job.id for job in kept}
 
 
 async def settle_surely(

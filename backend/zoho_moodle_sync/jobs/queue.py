@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -246,6 +246,31 @@ def claim(
         return claimed
 
 
+def still_arriving(
+    db: Database, *, tenant_id: int, quiet_seconds: float, max_seconds: float
+) -> bool:
+    """Whether the tenant's changes are still coming in, one by one as webhooks bring them: its
+    newest fresh delivery job was queued less than `quiet_seconds` ago, and its oldest less
+    than `max_seconds` ago. Waiting for the lull lets one claim deliver them together."""
+    if quiet_seconds <= 0:
+        return False
+    now = utcnow()
+    with db.sessions() as session:
+        newest, oldest = session.execute(
+            select(func.max(Job.updated_at), func.min(Job.updated_at)).where(
+                Job.kind == JobKind.DELIVER,
+                Job.tenant_id == tenant_id,
+                Job.state == JobState.PENDING,
+                Job.attempts == 0,
+            )
+        ).one()
+    if newest is None or oldest is None:
+        return False
+    quiet = now - newest >= timedelta(seconds=quiet_seconds)
+    waited_enough = now - oldest >= timedelta(seconds=max_seconds)
+    return not quiet and not waited_enough
+
+
 def _keys_running_elsewhere(session: Session, jobs: Sequence[Job], now: datetime) -> set[str]:
     """Keys of `jobs` that another live job is being worked on for."""
     keys = {job.key for job in jobs if job.key is not None}
@@ -277,19 +302,14 @@ def renew(db: Database, *, worker_id: str, jobs: Sequence[_J], lease_seconds: fl
         return []
     lease_until = utcnow() + timedelta(seconds=lease_seconds)
     with db.sessions.begin() as session:
-        held = set(
-            session.scalars(
+        held = _still_held(session, worker_id, jobs)
+        if held:
+            session.execute(
                 update(Job)
-                .where(
-                    Job.id.in_([job.id for job in jobs]),
-                    Job.claimed_by == worker_id,
-                    Job.state == JobState.RUNNING,
-                )
+                .where(Job.id.in_([job.id for job in held]))
                 .values(lease_until=lease_until)
-                .returning(Job.id)
             )
-        )
-    return [job for job in jobs if job.id in held]
+    return held
 
 
 SettleHook = Callable[[Session, list[Claimed]], None]
@@ -327,7 +347,7 @@ def settle(
         _supersede_dead(session, done, now)
 
 
-def _still_held(session: Session, worker_id: str, jobs: Sequence[Claimed]) -> list[Claimed]:
+def _still_held(session: Session, worker_id: str, jobs: Sequence[_J]) -> list[_J]:
     """`jobs` this worker still holds, locked until the settlement commits (so no other worker
     can claim them meanwhile)."""
     if not jobs:
@@ -338,7 +358,8 @@ def _still_held(session: Session, worker_id: str, jobs: Sequence[Claimed]) -> li
         Job.state == JobState.RUNNING,
     )
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
+        # In id order, as renew locks them: two transactions of one worker never deadlock.
+        query = query.order_by(Job.id).with_for_update()
     held = set(session.scalars(query))
     return [job for job in jobs if job.id in held]
 

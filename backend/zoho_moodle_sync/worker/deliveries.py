@@ -54,8 +54,9 @@ class Deliveries:
         self._stopping = stopping
         self._misconfigured: set[str] = set()
 
-    async def run_due(self, http: httpx.AsyncClient) -> int:
-        """Deliver what is due now, once; returns how many jobs were settled."""
+    async def run_due(self, http: httpx.AsyncClient, *, coalesce: bool = True) -> int:
+        """Deliver what is due now, once; returns how many jobs were settled. With `coalesce`,
+        a tenant whose changes are still arriving one by one waits for the lull."""
         settled = 0
         for row in await asyncio.to_thread(self._tenants):
             if self._stopping.is_set():
@@ -69,8 +70,18 @@ class Deliveries:
             )
             if not await self._may_deliver(row.tenant, client):
                 continue
+            if coalesce and await asyncio.to_thread(self._still_arriving, row.tenant):
+                continue  # delivered at the lull, together
             settled += await self._deliver_tenant(row.tenant, client)
         return settled
+
+    def _still_arriving(self, tenant: Tenant) -> bool:
+        return queue.still_arriving(
+            self.db,
+            tenant_id=tenant.id,
+            quiet_seconds=self.settings.delivery_coalesce_seconds,
+            max_seconds=self.settings.delivery_coalesce_max_seconds,
+        )
 
     def _tenants(self) -> list[_TenantRow]:
         rows = []
@@ -173,6 +184,7 @@ class Deliveries:
             log.error("tenant %s: %s", tenant.slug, error)
             await self._settle(tenant, lease, jobs, Settlement())
             return 0
+        in_flight = asyncio.Semaphore(self.settings.moodle_concurrency)
         deliveries = {
             spec.key: DELIVERY_BY_KIND[side.kind](
                 db=self.db,
@@ -181,6 +193,7 @@ class Deliveries:
                 client=client,
                 settings=self.settings,
                 lease=lease,
+                in_flight=in_flight,
             )
             for spec, side in MOODLE_SIDES
         }

@@ -76,11 +76,12 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
     async def drain(self, *, max_rounds: int = 100) -> int:
-        """Run until nothing is due (or `max_rounds`); for tests, backfills and benchmarks."""
+        """Run until nothing is due (or `max_rounds`); for tests, backfills and benchmarks.
+        Nothing waits for a lull in arrivals: what is due is delivered."""
         total = 0
         async with self._clients() as (http, zoho_http):
             for _ in range(max_rounds):
-                settled = await self._run_once(http, zoho_http)
+                settled = await self._run_once(http, zoho_http, coalesce=False)
                 total += settled
                 if not settled:
                     break
@@ -95,7 +96,9 @@ class Worker:
         ):
             yield self._http or own_moodle, self._zoho_http or own_zoho
 
-    async def _run_once(self, http: httpx.AsyncClient, zoho_http: httpx.AsyncClient) -> int:
+    async def _run_once(
+        self, http: httpx.AsyncClient, zoho_http: httpx.AsyncClient, *, coalesce: bool = True
+    ) -> int:
         await self._schedule()
         settled = 0
         if JobKind.WEBHOOK in self.kinds and not self._stopping.is_set():
@@ -107,7 +110,7 @@ class Worker:
                 self.db, self.settings, worker_id=self.worker_id, kinds=self.kinds
             )
         if JobKind.DELIVER in self.kinds and not self._stopping.is_set():
-            settled += await self._deliveries.run_due(http)
+            settled += await self._deliveries.run_due(http, coalesce=coalesce)
         if self.kinds & set(reconciling.RECONCILE_KINDS) and not self._stopping.is_set():
             settled += await reconciling.run_due(
                 self.db,
