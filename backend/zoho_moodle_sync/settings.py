@@ -85,11 +85,23 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     def sqlite_path(self) -> Path | None:
-        """The database file for a file-backed SQLite URL, else None."""
+        """The database file for a file-backed SQLite URL, as an absolute path (a relative one
+        is relative to the working directory), else None."""
         if not self.is_sqlite:
             return None
         path = self.database_url.split("///", 1)[1] if "///" in self.database_url else ""
-        return Path(path) if path and path != ":memory:" else None
+        return Path(path).absolute() if path and path != ":memory:" else None
+
+    def database_label(self) -> str:
+        """Which database, in words and without its password: the SQLite file's absolute path,
+        or PostgreSQL's host, port and database name."""
+        path = self.sqlite_path()
+        if path is not None:
+            return f"SQLite {path}"
+        if self.is_sqlite:
+            return "SQLite in memory"
+        where = self.database_url.split("://", 1)[-1].split("@", 1)[-1].split("?", 1)[0]
+        return f"PostgreSQL {where}"
 
 
 @lru_cache(maxsize=1)
