@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("")
     webhook_secret: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
+    ui_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
     idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
     webhook_repeat_seconds: float = Field(default=600.0, gt=0)
     zoho_client_id: str = ""

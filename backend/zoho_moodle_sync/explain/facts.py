@@ -159,7 +159,7 @@ def gather(
         zoho_id=zoho_id,
         row=row,
         parked=parked,
-        waits=_waits(session, tenant_id, parked) if parked is not None else [],
+        waits=waits_of(session, tenant_id, parked) if parked is not None else [],
         outcomes=outcomes,
         events=_events(session, event_ids),
         jobs=jobs,
@@ -203,7 +203,7 @@ def _events(session: Session, ids: set[int]) -> dict[int, EventFacts]:
     return {row.id: EventFacts(*row) for row in rows}
 
 
-def _waits(session: Session, tenant_id: int, parked: ParkedRecord) -> list[Wait]:
+def waits_of(session: Session, tenant_id: int, parked: ParkedRecord) -> list[Wait]:
     """What the parked record still waits for (dependencies stored since are left out), and
     whether each ever arrived."""
     still = {
