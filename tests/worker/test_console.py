@@ -16,9 +16,8 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from tests.conftest import TEST_SECRET, tenant_with_secret
-from tests.factories import EnrollmentRecordFactory, StudentRecordFactory
-from tests.fakes.moodle import FakeMoodle
-from tests.worker.conftest import MoodleSync, one_class, post_all
+from tests.factories import StudentRecordFactory
+from tests.worker.conftest import MoodleSync
 from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.api.app import create_app
 from zoho_moodle_sync.db.jobs import Job
@@ -49,22 +48,6 @@ def browser(settings: Settings, db: Database) -> Any:
     """A client without the API credential, as a browser is: it has only its cookies."""
     with TestClient(create_app(settings, db), base_url="https://testserver") as client:
         yield client
-
-
-@pytest.fixture
-def college(moodle_sync: MoodleSync, fake_moodle: FakeMoodle) -> dict[str, Any]:
-    """A class delivered to Moodle, a student Moodle refuses (dead job), and an enrolment
-    parked for a class that never arrived."""
-    world = one_class(students=2)
-    refused = world.students[1]
-    fake_moodle.add_user("someone.else", email=refused["Academic_Email"])
-    moodle_sync.set_policy(user_match=["idnumber", "username"])
-    post_all(moodle_sync, world.by_entity())
-    moodle_sync.drain(fake_moodle)
-    lonely = EnrollmentRecordFactory(student=world.students[0])
-    moodle_sync.post("enrollments", [lonely])
-    [dead] = [job for job in moodle_sync.jobs("students") if job.state == "dead"]
-    return {"world": world, "dead": dead, "parked": lonely}
 
 
 def test_the_admin_credential_opens_a_session_cookie_and_a_wrong_one_is_refused(
@@ -99,10 +82,10 @@ def test_with_an_admin_token_only_it_opens_the_console(settings: Settings, db: D
 
 
 def test_a_form_without_the_csrf_token_is_refused(
-    browser: TestClient, college: dict[str, Any]
+    browser: TestClient, console_college: dict[str, Any]
 ) -> None:
     log_in(browser)
-    dead = college["dead"]
+    dead = console_college["dead"]
 
     no_token = browser.post(f"/ui/jobs/{dead.id}/retry", data={"tenant": "default"})
     wrong = browser.post(f"/ui/jobs/{dead.id}/retry", data={"tenant": "default", "csrf": "x"})
@@ -137,10 +120,11 @@ def test_a_session_expires_and_ends_when_its_credential_is_revoked(
 
 
 def test_every_page_renders_for_a_tenant_with_work_in_every_state(
-    browser: TestClient, college: dict[str, Any]
+    browser: TestClient, console_college: dict[str, Any]
 ) -> None:
     log_in(browser)
-    world, dead, parked = college["world"], college["dead"], college["parked"]
+    world, dead = console_college["world"], console_college["dead"]
+    parked = console_college["parked"]
 
     pages = {
         "/ui/": "dead jobs",
@@ -162,10 +146,10 @@ def test_every_page_renders_for_a_tenant_with_work_in_every_state(
 
 
 def test_retry_confirm_and_replay_act_for_the_tenant_shown(
-    browser: TestClient, college: dict[str, Any], moodle_sync: MoodleSync, db: Database
+    browser: TestClient, console_college: dict[str, Any], moodle_sync: MoodleSync, db: Database
 ) -> None:
     log_in(browser)
-    dead = college["dead"]
+    dead = console_college["dead"]
     csrf = csrf_of(browser.get("/ui/jobs?state=dead").text)
 
     retried = browser.post(
@@ -189,13 +173,13 @@ def test_retry_confirm_and_replay_act_for_the_tenant_shown(
 
 
 def test_another_tenant_s_jobs_and_events_are_out_of_reach(
-    browser: TestClient, college: dict[str, Any], db: Database
+    browser: TestClient, console_college: dict[str, Any], db: Database
 ) -> None:
     beta = tenant_with_secret(db, "beta")
     student = StudentRecordFactory(program=None)
     browser.post("/v1/sync/students", json={"data": [student]}, headers=beta)
     log_in(browser)
-    dead = college["dead"]
+    dead = console_college["dead"]
     csrf = csrf_of(browser.get("/ui/?tenant=beta").text)
 
     retry = browser.post(f"/ui/jobs/{dead.id}/retry", data={"csrf": csrf, "tenant": "beta"})
