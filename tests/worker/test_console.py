@@ -158,7 +158,10 @@ def test_retry_confirm_and_replay_act_for_the_tenant_shown(
     confirmed = browser.post("/ui/jobs/confirm-held", data={"csrf": csrf, "tenant": "default"})
     with db.sessions() as session:
         event_id = session.scalar(
-            select(InboundEvent.id).where(InboundEvent.entity == "students").limit(1)
+            select(InboundEvent.id)
+            .where(InboundEvent.entity == "students")
+            .order_by(InboundEvent.id)
+            .limit(1)
         )
     replayed = browser.post(
         f"/ui/events/{event_id}/replay", data={"csrf": csrf, "tenant": "default"}
@@ -187,7 +190,10 @@ def test_another_tenant_s_jobs_and_events_are_out_of_reach(
     listed = browser.get("/ui/jobs?tenant=beta&state=dead")
     with db.sessions() as session:
         event_id = session.scalar(
-            select(InboundEvent.id).where(InboundEvent.entity == "students").limit(1)
+            select(InboundEvent.id)
+            .where(InboundEvent.entity == "students")
+            .order_by(InboundEvent.id)
+            .limit(1)
         )
     replay = browser.post(f"/ui/events/{event_id}/replay", data={"csrf": csrf, "tenant": "beta"})
 

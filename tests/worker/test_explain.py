@@ -211,6 +211,7 @@ def test_q_finds_a_student_by_number_e_mail_or_id_and_lists_several_matches(
     by_id = client.get("/v1/explain", params={"q": first["id"]}).json()
     by_email = client.get("/v1/explain", params={"q": first["Email"].upper()}).json()
     nothing = client.get("/v1/explain", params={"q": "nobody@example.org"})
+    no_q = client.get("/v1/explain")
 
     assert [m["zoho_id"] for m in by_number["matches"]] == [first["id"]]
     assert by_number["explanation"]["zoho_id"] == first["id"]
@@ -226,6 +227,8 @@ def test_q_finds_a_student_by_number_e_mail_or_id_and_lists_several_matches(
     assert by_email["explanation"] is None
     assert nothing.status_code == 404
     assert nothing.json()["error"]["code"] == "not_found"
+    assert no_q.status_code == 422
+    assert no_q.json()["error"]["message"].startswith("q must be a Zoho id, a student number")
 
 
 def test_unknown_records_and_entities_are_refused_and_tenants_see_only_their_own(

@@ -64,7 +64,9 @@ async def explain_search(
     caller: TenantDep,
     db: DatabaseDep,
     settings: SettingsDep,
-    q: Annotated[str, Query(description="A Zoho record id, a student number or an e-mail address")],
+    q: Annotated[
+        str, Query(description="A Zoho record id, a student number or an e-mail address")
+    ] = "",
     live: LiveQuery = False,
 ) -> Response:
     """Every record of the tenant that `q` names (`matches`), and the explanation when exactly
