@@ -70,6 +70,23 @@ def shoot(driver: Any, name: str, backend: str) -> None:
     assert driver.save_screenshot(str(SCREENSHOTS / f"{name}-{backend}.png"))
 
 
+def shown(driver: Any, by: str, value: str, text: str) -> str:
+    """The text of the element once it holds `text` (after a click, the browser may still show
+    the page it is leaving)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def holds(current: Any) -> str | None:
+        found: str = current.find_element(by, value).text
+        return found if text in found else None
+
+    waiting = WebDriverWait(
+        driver, 15, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    )
+    result: str = waiting.until(holds, message=f"{text!r} never appeared in {value}")
+    return result
+
+
 def log_in(driver: Any, base: str, backend: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -78,7 +95,7 @@ def log_in(driver: Any, base: str, backend: str) -> None:
     shoot(driver, "01-login", backend)
     driver.find_element(By.ID, "token").send_keys(TEST_SECRET)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert "overview" in driver.find_element(By.TAG_NAME, "h1").text
+    shown(driver, By.TAG_NAME, "h1", "overview")
 
 
 def test_an_operator_logs_in_retries_a_dead_job_and_sees_it_pending(
@@ -91,13 +108,13 @@ def test_an_operator_logs_in_retries_a_dead_job_and_sees_it_pending(
     shoot(chrome, "02-overview", backend)
 
     chrome.find_element(By.LINK_TEXT, "Jobs").click()
+    shown(chrome, By.ID, f"job-{dead.id}", "Invalid parameter value detected")
     row = chrome.find_element(By.ID, f"job-{dead.id}")
     assert "dead" in row.text
-    assert "Invalid parameter value detected" in row.text
     shoot(chrome, "03-dead-jobs", backend)
     row.find_element(By.TAG_NAME, "button").click()
 
-    assert f"job {dead.id} is pending again" in chrome.find_element(By.CLASS_NAME, "flash").text
+    shown(chrome, By.CLASS_NAME, "flash", f"job {dead.id} is pending again")
     chrome.get(f"{console_url}/ui/jobs?tenant=default&state=pending")
     assert "pending" in chrome.find_element(By.ID, f"job-{dead.id}").text
     shoot(chrome, "04-pending-after-retry", backend)
@@ -129,7 +146,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused_in_the_browser(
     chrome.execute_script("arguments[0].remove()", row.find_element(By.NAME, "csrf"))
     row.find_element(By.TAG_NAME, "button").click()
 
-    assert "security token is missing" in chrome.find_element(By.TAG_NAME, "main").text
+    shown(chrome, By.TAG_NAME, "main", "security token is missing")
     shoot(chrome, "11-csrf-refused", backend)
     chrome.get(f"{console_url}/ui/jobs?tenant=default&state=dead")
     assert "dead" in chrome.find_element(By.ID, f"job-{dead.id}").text
