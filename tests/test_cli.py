@@ -34,6 +34,7 @@ from zoho_moodle_sync.cli import app, main
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
+from zoho_moodle_sync.jobs.operator import JOB_STATES
 from zoho_moodle_sync.mapper import map_record
 from zoho_moodle_sync.settings import Settings, get_settings
 
@@ -49,6 +50,13 @@ def settings_from_nowhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+def errors(stderr: str) -> str:
+    """What a command printed on stderr, less the line naming its database."""
+    return "".join(
+        line for line in stderr.splitlines(keepends=True) if not line.startswith("database: ")
+    )
 
 
 def cli(*args: str) -> Result:
@@ -81,7 +89,7 @@ def console(
             main()
         captured = capsys.readouterr()
         code = exited.value.code
-        return Exited(code if isinstance(code, int) else 1, captured.out, captured.err)
+        return Exited(code if isinstance(code, int) else 1, captured.out, errors(captured.err))
 
     return run
 
@@ -105,8 +113,15 @@ def fresh_database_url(
 
 def test_db_upgrade_current_and_downgrade(fresh_database_url: str) -> None:
     url = ("--database-url", fresh_database_url)
+    sqlite_file = Settings(database_url=fresh_database_url, _env_file=None).sqlite_path()
 
-    assert cli_ok("db", "current", *url) == f"current: None  head: {HEAD}\n"
+    if sqlite_file is None:
+        assert cli_ok("db", "current", *url) == f"current: None  head: {HEAD}\n"
+    else:  # no file yet: only `db upgrade` makes one
+        missing = cli("db", "current", *url)
+        assert missing.exit_code == 1
+        assert f"error: no database at {sqlite_file}." in errors(missing.stderr)
+        assert not sqlite_file.exists()
     assert cli_ok("db", "upgrade", *url) == f"database at revision {HEAD}\n"
     assert cli_ok("db", "current", *url) == f"current: {HEAD}  head: {HEAD}\n"
     assert cli_ok("tenant", "list", *url) == "default\tactive\tdefault\n"
@@ -139,7 +154,7 @@ def test_tenants_are_created_listed_and_shown(
     assert shown["disabled_at"] is None
     assert shown["mapping"] == {}
     assert missing.exit_code == 1
-    assert missing.stderr == "error: no tenant 'ghost'\n"
+    assert errors(missing.stderr) == "error: no tenant 'ghost'\n"
     assert again == Exited(1, "", "error: tenant 'north' exists already\n")
     assert bad_slug.code == 1
     assert bad_slug.err.startswith("error: a tenant slug is 1-63 lower-case letters")
@@ -186,25 +201,25 @@ def test_a_mapping_set_from_a_json_file_changes_how_the_tenant_reads_records(
 INVALID_MAPPINGS = {
     "unknown-field": (
         json.dumps({"entities": {"students": {"fields": {"nope": "X"}}}}),
-        "error: invalid field mapping: 1 validation error for FieldMapping\n"
-        "  Value error, students: unknown fields ['nope']; known: student_number, ",
+        "error: invalid field mapping: students: unknown fields ['nope']; known: student_number, ",
     ),
     "unknown-entity": (
         json.dumps({"entities": {"contacts": {"module": "Contacts"}}}),
-        "error: invalid field mapping: 1 validation error for FieldMapping\n"
-        "  Value error, unknown entity 'contacts'; known: programs, ",
+        "error: invalid field mapping: unknown entity 'contacts'; known: programs, ",
     ),
     "same-module": (
         json.dumps({"entities": {"students": {"module": "BTEC_Teachers"}}}),
-        "error: invalid field mapping: 1 validation error for FieldMapping\n"
-        "  Value error, two entities are mapped to the same Zoho module",
+        "error: invalid field mapping: two entities are mapped to the same Zoho module\n",
     ),
     "no-status-field": (
         json.dumps({"entities": {"teachers": {"status_values": {"A": "B"}}}}),
-        "error: invalid field mapping: 1 validation error for FieldMapping\n"
-        "  Value error, teachers: has no status field to translate",
+        "error: invalid field mapping: teachers: has no status field to translate\n",
     ),
-    "array": ("[1, 2]", "error: invalid field mapping: 1 validation error for FieldMapping\n"),
+    "unknown-key": (
+        json.dumps({"entities": {"students": {"modul": "Contacts"}}}),
+        "error: invalid field mapping: entities.students.modul: not a key this document has\n",
+    ),
+    "array": ("[1, 2]", "error: invalid field mapping: Input should be a valid dictionary"),
     "not-json": ("{not json", "error: cannot read "),
 }
 
@@ -223,15 +238,17 @@ def test_an_invalid_mapping_is_refused_with_a_clear_error_and_changes_nothing(
 
         assert refused.code == 1, case
         assert refused.err.startswith(message), (case, refused.err)
+        assert "pydantic" not in refused.err, case
+        assert "validation error for" not in refused.err, case
         assert refused.out == "", case
     mapping_file.write_text(json.dumps(MAPPING), encoding="utf-8")
     no_file = cli("tenant", "set-mapping", "default", str(tmp_path / "nowhere.json"), *url)
     no_tenant = cli("tenant", "set-mapping", "ghost", str(mapping_file), *url)
 
     assert no_file.exit_code == 1
-    assert no_file.stderr.startswith(f"error: cannot read {tmp_path / 'nowhere.json'}: ")
+    assert errors(no_file.stderr).startswith(f"error: cannot read {tmp_path / 'nowhere.json'}: ")
     assert no_tenant.exit_code == 1
-    assert no_tenant.stderr == "error: no tenant 'ghost'\n"
+    assert errors(no_tenant.stderr) == "error: no tenant 'ghost'\n"
     assert json.loads(cli_ok("tenant", "show", "default", *url))["mapping"] == {}
 
 
@@ -272,7 +289,7 @@ def test_stored_requests_are_listed_newest_first_and_shown_by_id(
     assert without_body["error"].startswith("Body is not valid JSON: ")
     unknown = cli("events", "show", "999999", *url)
     assert unknown.exit_code == 1
-    assert unknown.stderr == "error: no inbound event 999999\n"
+    assert errors(unknown.stderr) == "error: no inbound event 999999\n"
 
 
 def test_replaying_a_stored_request_finds_every_record_unchanged(
@@ -357,7 +374,7 @@ def test_parked_records_are_listed_and_a_sweep_releases_those_now_ready(
     assert nothing_ready == "released 0 record(s)\n"
     assert swept == "released 1 record(s)\n"
     assert client.get(f"/v1/records/units/{unit['id']}").json()["state"] == "stored"
-    assert cli_ok("parked", "list", "--entity", "units", *url) == ""
+    assert cli_ok("parked", "list", "--entity", "units", *url) == "no parked records of units\n"
     assert cli_ok("parked", "list", "--entity", "enrollments", *url).startswith("enrollments\t")
 
 
@@ -390,3 +407,109 @@ def test_a_database_without_schema_is_a_clear_error(
     assert refused.code == 1
     assert refused.err.startswith("error: ")
     assert "db upgrade" in refused.err
+
+
+# ---- what an operator reads: empty lists, unknown values, which database ----
+
+
+def test_every_command_names_the_database_it_uses_on_stderr(
+    db: Database, database_url: str
+) -> None:
+    listed = cli("tenant", "list", "--database-url", database_url)
+
+    assert listed.exit_code == 0
+    [line] = [line for line in listed.stderr.splitlines() if line.startswith("database: ")]
+    if database_url.startswith("sqlite"):
+        assert line == f"database: SQLite {database_url.removeprefix('sqlite:///')}"
+    else:
+        assert line.startswith("database: PostgreSQL 127.0.0.1:")
+        password = database_url.split("://", 1)[1].split("@", 1)[0].split(":")[1]
+        assert password not in listed.stderr
+
+
+def test_a_command_run_from_another_folder_refuses_instead_of_making_a_second_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, console: Callable[..., Exited]
+) -> None:
+    home = tmp_path / "service"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    cli_ok("db", "upgrade")  # the default: ./data/zoho_moodle_sync.db, here
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    refused = console("jobs", "list")
+
+    assert refused.code == 1
+    assert refused.err.startswith(
+        f"error: no database at {elsewhere / 'data' / 'zoho_moodle_sync.db'}. Run the command "
+        "from the folder the service runs in, or set DATABASE_URL"
+    )
+    assert not (elsewhere / "data").exists()
+    monkeypatch.chdir(home)
+    assert cli_ok("jobs", "list") == "no delivery jobs\n"
+
+
+def test_an_unknown_job_state_is_an_error_naming_the_states(
+    db: Database, database_url: str, console: Callable[..., Exited]
+) -> None:
+    url = ("--database-url", database_url)
+    cli_ok("db", "upgrade", *url)
+
+    listed = console("jobs", "list", "--state", "bogus", *url)
+    retried = console("jobs", "retry", "--state", "bogus", *url)
+    no_entity = console("jobs", "list", "--entity", "pupils", *url)
+
+    assert listed == Exited(
+        1, "", f"error: unknown job state 'bogus'; known: {', '.join(JOB_STATES)}\n"
+    )
+    assert retried.code == 1
+    assert retried.err.startswith("error: unknown job state 'bogus'; known: pending, ")
+    assert no_entity.code == 1
+    assert no_entity.err == "error: unknown entity 'pupils'\n"
+    assert cli_ok("jobs", "list", "--state", "dead", *url) == "no delivery jobs in state dead\n"
+
+
+def test_empty_lists_say_so(db: Database, database_url: str) -> None:
+    url = ("--database-url", database_url)
+    cli_ok("db", "upgrade", *url)
+
+    assert cli_ok("parked", "list", *url) == "no parked records\n"
+    assert cli_ok("parked", "list", "--entity", "enrollments", *url) == (
+        "no parked records of enrollments\n"
+    )
+    unknown = cli("parked", "list", "--entity", "pupils", *url)
+    assert unknown.exit_code == 1
+    assert errors(unknown.stderr).startswith("error: unknown entity 'pupils'; known: programs, ")
+
+
+def test_tenant_show_tells_which_secrets_are_set_without_showing_any(
+    db: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = ("--database-url", database_url)
+    cli_ok("db", "upgrade", *url)
+    secret = cli_ok("tenant", "add-secret", "default", *url).strip()
+
+    before = json.loads(cli_ok("tenant", "show", "default", *url))
+    monkeypatch.setenv("SECRET_KEY", "a-key-to-seal-the-stored-zoho-secrets")
+    monkeypatch.setenv("ZOHO_CLIENT_SECRET_INPUT", "zoho-client-secret-value")
+    monkeypatch.setenv("ZOHO_REFRESH_TOKEN_INPUT", "zoho-refresh-token-value")
+    get_settings.cache_clear()
+    cli_ok(
+        "tenant", "set-zoho", "default", "--client-id", "1000.CLIENT", "--data-centre", "eu", *url
+    )
+    shown = cli_ok("tenant", "show", "default", *url)
+    after = json.loads(shown)
+
+    assert before["caller_secrets"] == {"active": 1, "WEBHOOK_SECRET": "not used"}
+    assert [s["state"] for s in before["secrets"]] == ["active"]
+    assert before["zoho"] == {"source": "not set: id-only webhooks and pulls are refused"}
+    assert after["zoho"] == {
+        "source": "stored for this tenant (tenant set-zoho)",
+        "client_id": "1000.CLIENT",
+        "data_centre": "eu",
+        "client_secret": "set (encrypted)",
+        "refresh_token": "set (encrypted)",
+    }
+    for value in (secret, "zoho-client-secret-value", "zoho-refresh-token-value"):
+        assert value not in shown

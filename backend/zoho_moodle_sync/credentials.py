@@ -179,3 +179,29 @@ def owns_channel(session: Session, tenant: Tenant, token: str, channel_id: str |
         )
     )
     return row is not None and channel_id is not None and row.label == channel_label(channel_id)
+
+
+def opens_admin(session: Session, secret_digest: str, settings: Settings) -> bool:
+    """Whether the secret with this digest opens the admin routes, by the rule of the admin
+    API: ADMIN_TOKEN when one is set; without one, an active secret of the default tenant. On
+    a digest, so that a console session is checked again on every request (a revoked secret or
+    a changed admin token ends it) without keeping the secret."""
+    admin = settings.admin_token.get_secret_value()
+    if admin:
+        return hmac.compare_digest(secret_digest, digest(admin))
+    own = settings.webhook_secret.get_secret_value()
+    if own and hmac.compare_digest(secret_digest, digest(own)):
+        return True
+    row = session.scalar(
+        select(TenantCredential).where(
+            TenantCredential.secret_sha256 == secret_digest,
+            TenantCredential.kind == "webhook",
+            TenantCredential.revoked_at.is_(None),
+        )
+    )
+    if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
+        return False
+    tenant = session.get(Tenant, row.tenant_id)
+    return (
+        tenant is not None and tenant.disabled_at is None and tenant.slug == settings.default_tenant
+    )

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("")
     webhook_secret: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
+    ui_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
     idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
     webhook_repeat_seconds: float = Field(default=600.0, gt=0)
     zoho_client_id: str = ""
@@ -88,11 +89,23 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     def sqlite_path(self) -> Path | None:
-        """The database file for a file-backed SQLite URL, else None."""
+        """The database file for a file-backed SQLite URL, as an absolute path (a relative one
+        is relative to the working directory), else None."""
         if not self.is_sqlite:
             return None
         path = self.database_url.split("///", 1)[1] if "///" in self.database_url else ""
-        return Path(path) if path and path != ":memory:" else None
+        return Path(path).absolute() if path and path != ":memory:" else None
+
+    def database_label(self) -> str:
+        """Which database, in words and without its password: the SQLite file's absolute path,
+        or PostgreSQL's host, port and database name."""
+        path = self.sqlite_path()
+        if path is not None:
+            return f"SQLite {path}"
+        if self.is_sqlite:
+            return "SQLite in memory"
+        where = self.database_url.split("://", 1)[-1].split("@", 1)[-1].split("?", 1)[0]
+        return f"PostgreSQL {where}"
 
 
 @lru_cache(maxsize=1)

@@ -35,11 +35,26 @@ def context_of(tenant: Tenant) -> TenantContext:
     return TenantContext(id=tenant.id, slug=tenant.slug, mapping=mapping_of(tenant.config))
 
 
+def plain_reasons(error: ValidationError) -> str:
+    """A validation error as the reasons a person reads: where, and what is wrong there;
+    without pydantic's error types, input echoes and documentation links."""
+    reasons = []
+    for problem in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "not a key this document has"
+        reasons.append(f"{where}: {message}" if where else message)
+    return "; ".join(reasons)
+
+
 def mapping_of(config: dict[str, Any]) -> FieldMapping:
     try:
         return FieldMapping.model_validate(config.get("mapping") or {})
     except ValidationError as exc:
-        raise ConfigurationError(f"the tenant's field mapping is invalid: {exc}") from None
+        raise ConfigurationError(
+            f"the tenant's field mapping is invalid: {plain_reasons(exc)}"
+        ) from None
 
 
 def get_by_slug(session: Session, slug: str) -> Tenant | None:
@@ -81,7 +96,7 @@ def set_mapping(session: Session, tenant: Tenant, mapping: dict[str, Any]) -> Fi
     try:
         parsed = FieldMapping.model_validate(mapping)
     except ValidationError as exc:
-        raise ConfigurationError(f"invalid field mapping: {exc}") from None
+        raise ConfigurationError(f"invalid field mapping: {plain_reasons(exc)}") from None
     tenant.config = {**tenant.config, "mapping": parsed.model_dump(exclude_defaults=True)}
     session.flush()
     return parsed
@@ -147,7 +162,9 @@ def delivery_policy(tenant: Tenant) -> DeliveryPolicy:
     try:
         return DeliveryPolicy.model_validate(tenant.config.get("delivery") or {})
     except ValidationError as exc:
-        raise ConfigurationError(f"the tenant's delivery policy is invalid: {exc}") from None
+        raise ConfigurationError(
+            f"the tenant's delivery policy is invalid: {plain_reasons(exc)}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -166,7 +183,7 @@ def set_delivery_policy(session: Session, tenant: Tenant, policy: dict[str, Any]
     try:
         parsed = DeliveryPolicy.model_validate(policy)
     except ValidationError as exc:
-        raise ConfigurationError(f"invalid delivery policy: {exc}") from None
+        raise ConfigurationError(f"invalid delivery policy: {plain_reasons(exc)}") from None
     try:
         before = delivery_policy(tenant)
     except ConfigurationError:

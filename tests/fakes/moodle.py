@@ -1008,6 +1008,8 @@ class _Token:
     userid: int
     functions: frozenset[str] | None
     capable: bool
+    lacking: frozenset[str] = frozenset()
+    """Capabilities the token's user lacks although `capable` (a role missing one)."""
 
 
 @dataclass
@@ -1237,11 +1239,14 @@ class FakeMoodle:
         userid: int = WS_USER_ID,
         functions: Iterable[str] | None = None,
         capable: bool = True,
+        lacking: Iterable[str] = (),
     ) -> None:
-        """Accept `token` for `userid`, limited to `functions` when given (else the service)."""
+        """Accept `token` for `userid`, limited to `functions` when given (else the service).
+        `lacking` names capabilities its user does not have; the fake knows the effect of
+        `moodle/category:viewcourselist` (category look-ups answer `[]`, with no error)."""
         with self._lock:
             chosen = frozenset(functions) if functions is not None else None
-            self._tokens[token] = _Token(userid, chosen, capable)
+            self._tokens[token] = _Token(userid, chosen, capable, frozenset(lacking))
 
     def add_user(
         self,
@@ -2305,6 +2310,8 @@ class FakeMoodle:
 
     def _get_categories(self, params: dict[str, Php], caller: _Token) -> list[dict[str, Any]]:
         conditions: dict[str, Callable[[FakeCategory], bool]] = {}
+        # Recorded on 4.5.6: without it every category is left out, with no error.
+        blind = "moodle/category:viewcourselist" in caller.lacking
         for criterion in params["criteria"]:
             key, value = criterion["key"], criterion["value"]
             if key in conditions:
@@ -2352,7 +2359,7 @@ class FakeMoodle:
         result = []
         for category in sorted(categories, key=lambda c: self._category_path(c.id)):
             parents = [int(p) for p in self._category_path(category.id).split("/")[1:-1]]
-            if not caller.capable and (not category.visible or hidden & set(parents)):
+            if blind or (not caller.capable and (not category.visible or hidden & set(parents))):
                 hidden.add(category.id)
                 continue
             info: dict[str, Any] = {

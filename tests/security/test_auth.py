@@ -56,6 +56,7 @@ PATH_SAMPLES = {
     "entity": "teachers",
     "zoho_id": "5725767141565000016",
     "job_id": "1",
+    "event_id": "1",
     "module": "BTEC_Teachers",
 }
 #: A body every route could take: sync, workflow webhook and notification fields at once.
@@ -96,8 +97,13 @@ def presented(secret: str, way: str) -> dict[str, Any]:
     return {"params": {"token": secret}}
 
 
-def protected_routes(app: FastAPI) -> list[tuple[str, str]]:
-    """(method, path) of every route of the app but the public ones, path parameters filled."""
+CONSOLE_OPEN = {"/ui/login", "/ui/static/console.css"}
+"""The console's pages that need no session: its login form, and its stylesheet."""
+
+
+def protected_routes(app: FastAPI, *, console: bool = False) -> list[tuple[str, str]]:
+    """(method, path) of every route of the app but the public ones, path parameters filled:
+    the API's (they take a tenant's secret), or with `console` the console's (a session)."""
     public = {
         "/v1/health",
         app.openapi_url,
@@ -110,7 +116,7 @@ def protected_routes(app: FastAPI) -> list[tuple[str, str]]:
     for context in iter_route_contexts(app.routes):
         path, methods = context.path, context.methods
         assert path is not None, f"a route without a path: {context}"
-        if path in public:
+        if path in public or path.startswith("/ui") != console or path in CONSOLE_OPEN:
             continue
         assert methods, f"a route without methods: {context}"
         for name in re.findall(r"{(\w+)", path):
@@ -179,6 +185,20 @@ def test_every_route_but_health_refuses_a_missing_or_wrong_credential_with_one_a
                 assert TEST_SECRET not in response.text
     assert bare.get("/v1/health").status_code == 200
     assert len(answers) == len(routes) * len(WRONG_CREDENTIALS) * 2
+
+
+def test_every_console_page_and_form_but_the_login_needs_a_session(bare: TestClient) -> None:
+    """A tenant's secret sent as to the API opens nothing in the console: it has its own login."""
+    routes = protected_routes(bare.app, console=True)  # type: ignore[arg-type]
+    assert {("GET", "/ui/"), ("POST", "/ui/jobs/1/retry"), ("GET", "/ui/events")} <= set(routes)
+
+    for method, path in routes:
+        for credential in ({}, AUTH):
+            response = bare.request(method, path, headers=credential, follow_redirects=False)
+            assert response.status_code == 303, (method, path, response.text)
+            assert response.headers["location"] == "/ui/login"
+            assert response.headers["x-frame-options"] == "DENY"
+    assert bare.get("/ui/login").status_code == 200
 
 
 @pytest.mark.parametrize("way", ["bearer", "header", "query"])

@@ -455,3 +455,22 @@ def import_all(
             return await pull.pull(db, settings, plan, http=http, progress=progress, resume=resume)
 
     return asyncio.run(run())
+
+
+# ---- the console's tenant --------------------------------------------------------------
+
+
+@pytest.fixture
+def console_college(moodle_sync: MoodleSync, fake_moodle: FakeMoodle) -> dict[str, Any]:
+    """A class delivered to Moodle, a student Moodle refuses (dead job), and an enrolment
+    parked for a class that never arrived."""
+    world = one_class(students=2)
+    refused = world.students[1]
+    fake_moodle.add_user("someone.else", email=refused["Academic_Email"])
+    moodle_sync.set_policy(user_match=["idnumber", "username"])
+    post_all(moodle_sync, world.by_entity())
+    moodle_sync.drain(fake_moodle)
+    lonely = EnrollmentRecordFactory(student=world.students[0])
+    moodle_sync.post("enrollments", [lonely])
+    [dead] = [job for job in moodle_sync.jobs("students") if job.state == "dead"]
+    return {"world": world, "dead": dead, "parked": lonely}

@@ -99,3 +99,37 @@ def test_a_change_stored_while_paused_waits_with_the_others(
     moodle_sync.end_pause_probe_wait()
     moodle_sync.drain(fake_moodle)  # the right token again
     assert moodle_sync.states() == {"done": 2}
+
+
+def test_a_service_user_that_sees_no_category_pauses_delivery_instead_of_duplicating_them(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    """Without moodle/category:viewcourselist, Moodle answers every category look-up with `[]`
+    and no error: believing it would create each programme's category again at every
+    delivery."""
+    fake_moodle.add_token(WRONG_TOKEN, lacking=["moodle/category:viewcourselist"])
+    settings = moodle_settings(moodle_sync.settings, moodle_token=WRONG_TOKEN)
+    world = one_class(students=2)
+    post_all(moodle_sync, world.by_entity())
+    before = [category.id for category in fake_moodle.categories()]
+
+    moodle_sync.drain(fake_moodle, settings=settings)
+
+    pause = moodle_sync.pause()
+    assert pause is not None
+    assert pause.errorcode == "nocategoryvisible"
+    assert "moodle/category:viewcourselist" in pause.reason
+    assert [category.id for category in fake_moodle.categories()] == before
+    assert "core_course_create_categories" not in [c.function for c in fake_moodle.calls]
+    program = moodle_sync.job("programs", world.program["id"])
+    assert (program.state, program.attempts) == ("pending", 0)
+
+    # The role gets the capability back: the next probe resumes, and the category is made once.
+    fake_moodle.add_token(WRONG_TOKEN)
+    moodle_sync.end_pause_probe_wait()
+    moodle_sync.drain(fake_moodle, settings=settings)
+
+    assert moodle_sync.pause() is None
+    made = [c for c in fake_moodle.categories() if c.idnumber == world.program["id"]]
+    assert len(made) == 1
+    assert moodle_sync.states() == {"done": 7}

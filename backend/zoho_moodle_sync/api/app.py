@@ -15,7 +15,8 @@ from zoho_moodle_sync import __version__, credentials, tenants
 from zoho_moodle_sync.api.docs_pages import install_docs_pages
 from zoho_moodle_sync.api.request_metrics import RequestMetrics
 from zoho_moodle_sync.api.responses import error_responses, install_error_handlers
-from zoho_moodle_sync.api.routes import health, jobs, metrics, records, sync, webhooks
+from zoho_moodle_sync.api.routes import explain, health, jobs, metrics, records, sync, webhooks
+from zoho_moodle_sync.api.ui import install_console
 from zoho_moodle_sync.db import migrate
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings, get_settings
@@ -85,7 +86,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(health.router)
     app.include_router(sync.router)
     app.include_router(records.router)
+    app.include_router(explain.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)
     app.include_router(webhooks.router)
+    install_console(app)
     return app

@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from zoho_moodle_sync.cli import inspect, moodle, pull, service, tenants, zoho  # noqa: F401
+from zoho_moodle_sync.cli import explain, inspect, moodle, pull, service, tenants, zoho  # noqa: F401
 from zoho_moodle_sync.cli.common import app
 from zoho_moodle_sync.errors import SyncServiceError
 

@@ -1,5 +1,6 @@
 """What every command shares: the root command, the database option, settings with it applied,
-the tenant option, and one way to print JSON or fail with one line."""
+the database a command opens (named on stderr, never created by accident), the tenant option,
+and one way to print JSON or fail with one line."""
 
 from __future__ import annotations
 
@@ -32,7 +33,24 @@ def settings_for(database_url: str | None = None) -> Settings:
 
 
 def database(database_url: str | None = None) -> Database:
-    return Database.from_settings(settings_for(database_url))
+    return open_database(settings_for(database_url))
+
+
+def open_database(settings: Settings, *, create: bool = False) -> Database:
+    """The database a command works on, named on stderr so that the operator sees which one.
+
+    A SQLite file that does not exist is created only when `create` (`db upgrade`, `serve`):
+    any other command run from another folder would otherwise make a second, empty database
+    there and report on it as if it were the service's."""
+    typer.echo(f"database: {settings.database_label()}", err=True)
+    path = settings.sqlite_path()
+    if path is not None and not create and not path.exists():
+        fail(
+            f"no database at {path}. Run the command from the folder the service runs in, or "
+            "set DATABASE_URL (or --database-url) to its database; `zoho-moodle-sync db "
+            "upgrade` creates a new one"
+        )
+    return Database.from_settings(settings)
 
 
 def print_json(value: Any) -> None:

@@ -13,12 +13,12 @@ from zoho_moodle_sync.cli.common import (
     app,
     database,
     fail,
+    open_database,
     print_json,
     settings_for,
     tenant_id_of,
 )
 from zoho_moodle_sync.db.models import InboundEvent, ParkedRecord
-from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.ingress import events, pipeline, webhooks
 from zoho_moodle_sync.jobs import operator
 
@@ -76,7 +76,7 @@ def events_replay(event_id: int, database_url: DatabaseUrl = None) -> None:
     """Run a stored request through the pipeline again, as a new event: a /v1/sync body, or a
     webhook (whose records are fetched from Zoho again)."""
     settings = settings_for(database_url)
-    db = Database.from_settings(settings)
+    db = open_database(settings)
     if events.is_webhook(db, event_id):
         import asyncio
 
@@ -119,11 +119,18 @@ def parked_list(
     """List parked records, oldest first, with what they wait for."""
     from sqlalchemy import select
 
+    from zoho_moodle_sync.entities import ENTITY_BY_KEY
+
+    if entity is not None and entity not in ENTITY_BY_KEY:
+        fail(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
     query = select(ParkedRecord).order_by(ParkedRecord.parked_at).limit(limit)
     if entity:
         query = query.where(ParkedRecord.entity == entity)
     with database(database_url).sessions() as session:
-        for parked in session.scalars(query):
+        found = list(session.scalars(query))
+        if not found:
+            typer.echo("no parked records" + (f" of {entity}" if entity else ""))
+        for parked in found:
             waits = ", ".join(f"{w['entity']}:{w['zoho_id']}" for w in parked.waiting_for)
             typer.echo(
                 f"{parked.entity}\t{parked.zoho_id}\t{parked.parked_at:%Y-%m-%d %H:%M}\t{waits}"
@@ -176,8 +183,11 @@ def jobs_list(
 ) -> None:
     """List delivery jobs, newest first, with their last error."""
     with database(database_url).sessions() as session:
-        where = operator.JobFilter(tenant_id_of(session, tenant), state, entity)
-        for job in operator.list_jobs(session, where, limit=limit):
+        where = operator.JobFilter.checked(tenant_id_of(session, tenant), state, entity, None)
+        found = operator.list_jobs(session, where, limit=limit)
+        if not found:
+            typer.echo("no delivery jobs" + (f" in state {state}" if state else ""))
+        for job in found:
             why = job.last_error or job.wait_reason or ""
             typer.echo(
                 f"{job.id}\t{job.state}\t{job.entity}\t{job.zoho_id}\t{job.action}\t"
@@ -202,7 +212,10 @@ def jobs_retry(
             job = operator.retry_job(session, tenant_id=tenant_id, job_id=job_id)
             typer.echo(f"job {job.id} is pending again")
             return
-        count = operator.retry_jobs(session, operator.JobFilter(tenant_id, state, entity))
+        where = operator.JobFilter.checked(tenant_id, state, entity, None)
+        if state not in operator.RETRYABLE_STATES:
+            fail(f"only {', '.join(operator.RETRYABLE_STATES)} jobs are retried, not {state}")
+        count = operator.retry_jobs(session, where)
         typer.echo(f"{count} job(s) pending again")
 
 

@@ -11,8 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from zoho_moodle_sync import tenants
-from zoho_moodle_sync.cli.common import DatabaseUrl, app, fail, print_json, settings_for, tenant_row
-from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.cli.common import (
+    DatabaseUrl,
+    app,
+    fail,
+    open_database,
+    print_json,
+    settings_for,
+    tenant_row,
+)
 from zoho_moodle_sync.errors import ConfigurationError, MoodleRejected, MoodleUnavailable
 from zoho_moodle_sync.reconcile import drift
 from zoho_moodle_sync.reconcile.drift import DriftReport
@@ -38,7 +45,7 @@ def moodle_check(
     course in another category, a user edited by hand. Never touches what the service did not
     create or adopt. Exit status 1 when differences remain (none repaired)."""
     settings = settings_for(database_url)
-    db = Database.from_settings(settings)
+    db = open_database(settings)
     with db.sessions() as session:
         context = tenants.context_of(tenant_row(session, slug))
 

@@ -26,8 +26,14 @@ from rich.table import Table
 
 from zoho_moodle_sync import tenants
 from zoho_moodle_sync.api.app import prepare_database
-from zoho_moodle_sync.cli.common import DatabaseUrl, app, fail, settings_for, tenant_row
-from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.cli.common import (
+    DatabaseUrl,
+    app,
+    fail,
+    open_database,
+    settings_for,
+    tenant_row,
+)
 from zoho_moodle_sync.errors import ConfigurationError
 from zoho_moodle_sync.reconcile import pull as pulling
 from zoho_moodle_sync.reconcile.reports import ModuleReport, PullReport
@@ -64,7 +70,7 @@ def pull(
     if dry_run and resume:
         fail("--dry-run and --resume cannot be used together")
     settings = settings_for(database_url)
-    db = Database.from_settings(settings)
+    db = open_database(settings)
     prepare_database(db, settings)  # a fresh install may import before it ever served
     with db.sessions() as session:
         context = tenants.context_of(tenant_row(session, slug))

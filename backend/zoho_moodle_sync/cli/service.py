@@ -13,10 +13,10 @@ from zoho_moodle_sync.cli.common import (
     DatabaseUrl,
     app,
     database,
+    open_database,
     settings_for,
 )
 from zoho_moodle_sync.db import migrate
-from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.jobs import operator
 from zoho_moodle_sync.settings import get_settings
 
@@ -46,6 +46,7 @@ def serve(
     # the server's CPU. Request data is freed by reference counting; cycles are rare here.
     gc.set_threshold(50_000)
     logging.getLogger("uvicorn.access").addFilter(QueryCredentialFilter())
+    typer.echo(f"database: {settings.database_label()}", err=True)
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
@@ -62,7 +63,7 @@ def db_upgrade(
 ) -> None:
     """Create the database or bring it to the latest schema; creates the default tenant."""
     settings = settings_for(database_url)
-    db = Database.from_settings(settings)
+    db = open_database(settings, create=True)
     migrate.upgrade(db.engine, revision)
     with db.sessions.begin() as session:
         tenants.ensure(session, settings.default_tenant)
@@ -100,7 +101,7 @@ def worker(database_url: DatabaseUrl = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    db = Database.from_settings(settings)
+    db = open_database(settings)
 
     async def run() -> None:
         delivery = Worker(db, settings)

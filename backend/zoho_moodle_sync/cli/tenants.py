@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,12 +14,13 @@ from zoho_moodle_sync.cli.common import (
     app,
     database,
     fail,
+    open_database,
     print_json,
     read_json,
     settings_for,
     tenant_row,
 )
-from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.settings import Settings
 
 tenant_app = typer.Typer(help="Manage tenants (schools).", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
@@ -48,20 +49,21 @@ def tenant_list(database_url: DatabaseUrl = None) -> None:
 
 @tenant_app.command("show")
 def tenant_show(slug: str, database_url: DatabaseUrl = None) -> None:
-    """Show a tenant and its field mapping."""
-    with database(database_url).sessions() as session:
+    """Show a tenant: its field mapping, Zoho API client, Moodle, delivery policy and the
+    secrets its callers present (never a secret itself)."""
+    settings = settings_for(database_url)
+    with open_database(settings).sessions() as session:
         tenant = tenant_row(session, slug)
+        views = credentials.list_for(session, tenant)
+        from_settings = tenant.slug == settings.default_tenant
+        env_secret = from_settings and bool(settings.webhook_secret.get_secret_value())
         print_json(
             {
                 "slug": tenant.slug,
                 "name": tenant.name,
                 "disabled_at": tenant.disabled_at,
                 "mapping": tenants.mapping_of(tenant.config).model_dump(exclude_defaults=True),
-                "zoho": {
-                    "client_id": (tenant.config.get("zoho") or {}).get("client_id"),
-                    "data_centre": (tenant.config.get("zoho") or {}).get("data_centre"),
-                    "secrets": "set (encrypted)" if tenant.config.get("zoho") else "not set",
-                },
+                "zoho": _zoho_view(tenant.config.get("zoho") or {}, settings, from_settings),
                 "moodle": {
                     "url": (tenant.config.get("moodle") or {}).get("base_url"),
                     "token": "set (encrypted)"
@@ -69,6 +71,10 @@ def tenant_show(slug: str, database_url: DatabaseUrl = None) -> None:
                     else "not set",
                 },
                 "delivery": tenants.delivery_policy(tenant).model_dump(mode="json"),
+                "caller_secrets": {
+                    "active": sum(1 for view in views if view.active) + (1 if env_secret else 0),
+                    "WEBHOOK_SECRET": "set" if env_secret else "not used",
+                },
                 "secrets": [
                     {
                         "id": view.id,
@@ -78,10 +84,32 @@ def tenant_show(slug: str, database_url: DatabaseUrl = None) -> None:
                         "expires_at": view.expires_at,
                         "state": "active" if view.active else "expired or revoked",
                     }
-                    for view in credentials.list_for(session, tenant)
+                    for view in views
                 ],
             }
         )
+
+
+def _zoho_view(stored: dict[str, Any], settings: Settings, default: bool) -> dict[str, Any]:
+    """The tenant's Zoho API client as it is used: stored for the tenant, or (the default
+    tenant) from the ZOHO_* settings; which secrets are there, never their values."""
+    if stored.get("client_id"):
+        return {
+            "source": "stored for this tenant (tenant set-zoho)",
+            "client_id": stored["client_id"],
+            "data_centre": stored.get("data_centre", "us"),
+            "client_secret": "set (encrypted)" if stored.get("client_secret") else "not set",
+            "refresh_token": "set (encrypted)" if stored.get("refresh_token") else "not set",
+        }
+    if default and settings.zoho_client_id:
+        return {
+            "source": "ZOHO_* settings",
+            "client_id": settings.zoho_client_id,
+            "data_centre": settings.zoho_data_centre,
+            "client_secret": "set" if settings.zoho_client_secret.get_secret_value() else "not set",
+            "refresh_token": "set" if settings.zoho_refresh_token.get_secret_value() else "not set",
+        }
+    return {"source": "not set: id-only webhooks and pulls are refused"}
 
 
 @tenant_app.command("add-secret")
@@ -170,7 +198,7 @@ def tenant_set_moodle(
 
     token = os.environ.get("MOODLE_TOKEN_INPUT") or typer.prompt("Moodle token", hide_input=True)
     settings = settings_for(database_url)
-    with Database.from_settings(settings).sessions.begin() as session:
+    with open_database(settings).sessions.begin() as session:
         tenant = tenant_row(session, slug)
         tenants.set_moodle(session, tenant, base_url=url, token=token, settings=settings)
     typer.echo(f"Moodle of {slug} set to {url}")
@@ -200,7 +228,7 @@ def tenant_set_zoho(
         "Zoho refresh token", hide_input=True
     )
     settings = settings_for(database_url)
-    with Database.from_settings(settings).sessions.begin() as session:
+    with open_database(settings).sessions.begin() as session:
         tenant = tenant_row(session, slug)
         tenant.config = {
             **tenant.config,

@@ -15,10 +15,10 @@ from zoho_moodle_sync.cli.common import (
     DatabaseUrl,
     app,
     fail,
+    open_database,
     settings_for,
     tenant_row,
 )
-from zoho_moodle_sync.db.session import Database
 
 zoho_app = typer.Typer(help="The Zoho side: Notifications API channels.", no_args_is_help=True)
 app.add_typer(zoho_app, name="zoho")
@@ -41,7 +41,7 @@ def zoho_watch(
     from zoho_moodle_sync.zoho_tokens import token_store_for
 
     settings = settings_for(database_url)
-    db = Database.from_settings(settings)
+    db = open_database(settings)
     with db.sessions() as session:
         tenant = tenant_row(session, slug)
         zoho = tenants.zoho_credentials(tenant, settings)

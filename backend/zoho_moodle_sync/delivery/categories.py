@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from zoho_moodle_sync import projection
-from zoho_moodle_sync.delivery.base import Batch, Delivery, refused, shape_fingerprint
-from zoho_moodle_sync.delivery.store import LinkWrite
-from zoho_moodle_sync.errors import MoodleRejected
+from zoho_moodle_sync.delivery.base import (
+    Batch,
+    Delivery,
+    TenantPaused,
+    refused,
+    shape_fingerprint,
+)
+from zoho_moodle_sync.delivery.store import Job, LinkWrite
+from zoho_moodle_sync.errors import MoodleAccessDenied, MoodleRejected
 from zoho_moodle_sync.jobs.queue import Verdict
 from zoho_moodle_sync.moodle import CategoryCriterion, CategoryUpdate, NewCategory
+
+NO_CATEGORY_VISIBLE = "nocategoryvisible"
+"""The pause's errorcode when Moodle lists no category at all to the service user."""
 
 
 class CategoryDelivery(Delivery):
@@ -55,6 +64,8 @@ class CategoryDelivery(Delivery):
                         NewCategory(name=shape.name, idnumber=shape.idnumber, parent=shape.parent),
                     )
                 )
+        if creations:
+            await self._refuse_when_blind(batch, [job for job, _ in creations])
         created = await self._each_or_split(
             batch, "core_course_create_categories", creations, self.client.create_categories
         )
@@ -84,6 +95,26 @@ class CategoryDelivery(Delivery):
             fingerprint = shape_fingerprint(shapes[job.id])
             batch.link(LinkWrite(entity, job.zoho_id, moodle_id, adopted, fingerprint=fingerprint))
             batch.decide(job, Verdict("done"))
+
+    async def _refuse_when_blind(self, batch: Batch, jobs: list[Job]) -> None:
+        """Before creating categories: a service user without moodle/category:viewcourselist
+        gets an empty list from every category look-up, with no error, so each programme would
+        look missing and be created again at every delivery. Every site has a category, so a
+        site that lists none is that case: delivery pauses instead, until the role is fixed."""
+        visible = await self._call(
+            batch, "core_course_get_categories", jobs, lambda: self.client.get_categories()
+        )
+        if not visible:
+            raise TenantPaused(
+                MoodleAccessDenied(
+                    errorcode=NO_CATEGORY_VISIBLE,
+                    message="Moodle lists no category at all to the service user: its role "
+                    "lacks moodle/category:viewcourselist (held by Authenticated user by "
+                    "default), so existing programme categories cannot be found and would be "
+                    "created again; no category is created until it is granted",
+                    function="core_course_get_categories",
+                )
+            )
 
     async def _update_categories(self, updates: list[CategoryUpdate]) -> list[None]:
         await self.client.update_categories(updates)

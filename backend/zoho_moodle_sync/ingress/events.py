@@ -8,15 +8,16 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
-from zoho_moodle_sync.db.models import InboundEvent
+from zoho_moodle_sync.db.models import ENTITY_TABLES, InboundEvent, ParkedRecord, RecordOutcome
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import NotFound, RequestRejected
@@ -222,3 +223,58 @@ def list_events(
     if status is not None:
         query = query.where(InboundEvent.status == status)
     return list(session.scalars(query))
+
+
+def search_events(
+    session: Session,
+    *,
+    tenant_id: int,
+    zoho_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+) -> list[InboundEvent]:
+    """The tenant's events, newest first, received within [since, until), and with `zoho_id`
+    those about that record: the events that gave it an outcome, stored or parked it, and the
+    bodies that name it (an id-only webhook that failed leaves only its body)."""
+    query = select(InboundEvent).where(InboundEvent.tenant_id == tenant_id)
+    if since is not None:
+        query = query.where(InboundEvent.received_at >= since)
+    if until is not None:
+        query = query.where(InboundEvent.received_at < until)
+    if zoho_id is not None:
+        if not zoho_id.isdigit():
+            return []
+        about = set(
+            session.scalars(
+                select(RecordOutcome.inbound_event_id).where(
+                    RecordOutcome.tenant_id == tenant_id,
+                    RecordOutcome.entity.in_(list(ENTITY_BY_KEY)),
+                    RecordOutcome.zoho_id == zoho_id,
+                )
+            )
+        )
+        about |= set(
+            session.scalars(
+                select(ParkedRecord.inbound_event_id).where(
+                    ParkedRecord.tenant_id == tenant_id, ParkedRecord.zoho_id == zoho_id
+                )
+            )
+        )
+        for table in ENTITY_TABLES.values():
+            about |= set(
+                session.scalars(
+                    select(table.c.last_event_id).where(
+                        table.c.tenant_id == tenant_id, table.c.zoho_id == zoho_id
+                    )
+                )
+            )
+        ids = sorted(i for i in about if i is not None)
+        query = query.where(
+            or_(
+                InboundEvent.id.in_(ids),
+                # digits only (a Zoho id): nothing to escape in the LIKE pattern
+                InboundEvent.body.contains(zoho_id.encode()),
+            )
+        )
+    return list(session.scalars(query.order_by(InboundEvent.id.desc()).limit(limit)))

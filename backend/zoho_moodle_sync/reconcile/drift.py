@@ -247,7 +247,7 @@ async def _users(
         shape_of = projection.USER_SHAPES[entity]
         for moodle_id, managed in linked.items():
             user = found.get(moodle_id)
-            if user is None or _deleted(user):
+            if user is None or deleted_user(user):
                 report.findings.append(
                     Finding("missing_user", entity, managed.zoho_id, moodle_id, "no such user")
                 )
@@ -268,7 +268,7 @@ async def _users(
                 )
 
 
-def _deleted(user: MoodleUser) -> bool:
+def deleted_user(user: MoodleUser) -> bool:
     """Moodle keeps a deleted user's row and still returns it by id, its e-mail replaced by a
     hash (no `@`) and its idnumber emptied."""
     return bool(DELETED_EMAIL.fullmatch(user.email or "")) and not user.idnumber
