@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 
+from tests.factories import ProgramRecordFactory
 from tests.fakes.moodle import FakeMoodle
 from tests.worker.conftest import (
     STUDENT_ROLE,
@@ -125,6 +126,27 @@ def test_an_outage_during_calls_made_at_once_holds_the_batch_back(
     moodle_sync.make_due()
     moodle_sync.drain(fake_moodle, settings=small_batches(settings))
     assert moodle_sync.states("enrollments") == {"done": 20}
+
+
+def test_the_programmes_of_a_batch_are_looked_up_in_one_call(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    """Four programmes, one of which Moodle already holds: one listing of the site's
+    categories finds it (taken over, not duplicated), and the other three are created."""
+    programs = ProgramRecordFactory.build_batch(4)
+    existing = fake_moodle.add_category("Made by hand", idnumber=programs[2]["id"])
+
+    post_all(moodle_sync, {"programs": programs})
+    moodle_sync.drain(fake_moodle)
+
+    assert calls_of(fake_moodle, "core_course_get_categories") == 1
+    by_idnumber = {c.idnumber: c.id for c in fake_moodle.categories() if c.idnumber}
+    assert sorted(by_idnumber) == sorted(p["id"] for p in programs)
+    assert by_idnumber[programs[2]["id"]] == existing.id
+    link = moodle_sync.link("programs", programs[2]["id"])
+    assert link is not None
+    assert (link.moodle_id, link.adopted) == (existing.id, True)
+    assert moodle_sync.states() == {"done": 4}
 
 
 def test_a_class_in_a_category_the_service_made_is_created_without_a_look_up(

@@ -13,7 +13,7 @@ from zoho_moodle_sync.delivery.base import (
 from zoho_moodle_sync.delivery.store import Job, LinkWrite
 from zoho_moodle_sync.errors import MoodleAccessDenied, MoodleRejected
 from zoho_moodle_sync.jobs.queue import Verdict
-from zoho_moodle_sync.moodle import CategoryCriterion, CategoryUpdate, NewCategory
+from zoho_moodle_sync.moodle import CategoryUpdate, NewCategory
 
 NO_CATEGORY_VISIBLE = "nocategoryvisible"
 """The pause's errorcode when Moodle lists no category at all to the service user."""
@@ -33,6 +33,7 @@ class CategoryDelivery(Delivery):
         creations = []
         updates = []
         shapes = {}
+        unlinked = []
         for job in batch.jobs:
             record, link = records.get(job.zoho_id), links.get(job.zoho_id)
             if record is None or job.action == "remove" or record.deleted:
@@ -40,32 +41,26 @@ class CategoryDelivery(Delivery):
                 continue
             shape = projection.program_category(job.zoho_id, record.data, self.policy)
             shapes[job.id] = shape
-            if link is not None and link.moodle_id is not None:
-                if link.fingerprint == shape_fingerprint(shape):
-                    batch.decide(job, Verdict("done", "already up to date in Moodle"))
-                else:
-                    updates.append((job, link.moodle_id))
-                continue
-            existing = await self._call(
-                batch,
-                "core_course_get_categories",
-                [job],
-                lambda job=job: self.client.get_categories(  # type: ignore[misc]
-                    [CategoryCriterion(key="idnumber", value=job.zoho_id)]
-                ),
-            )
-            if existing:
-                updates.append((job, existing[0].id))
-                batch.link(LinkWrite(entity, job.zoho_id, existing[0].id, adopted=True))
+            if link is None or link.moodle_id is None:
+                unlinked.append(job)
+            elif link.fingerprint == shape_fingerprint(shape):
+                batch.decide(job, Verdict("done", "already up to date in Moodle"))
             else:
+                updates.append((job, link.moodle_id))
+        existing = await self._site_categories(batch, unlinked) if unlinked else {}
+        for job in unlinked:
+            found = existing.get(job.zoho_id)
+            if found is not None:
+                updates.append((job, found))
+                batch.link(LinkWrite(entity, job.zoho_id, found, adopted=True))
+            else:
+                shape = shapes[job.id]
                 creations.append(
                     (
                         job,
                         NewCategory(name=shape.name, idnumber=shape.idnumber, parent=shape.parent),
                     )
                 )
-        if creations:
-            await self._refuse_when_blind(batch, [job for job, _ in creations])
         created = await self._each_or_split(
             batch, "core_course_create_categories", creations, self.client.create_categories
         )
@@ -96,11 +91,14 @@ class CategoryDelivery(Delivery):
             batch.link(LinkWrite(entity, job.zoho_id, moodle_id, adopted, fingerprint=fingerprint))
             batch.decide(job, Verdict("done"))
 
-    async def _refuse_when_blind(self, batch: Batch, jobs: list[Job]) -> None:
-        """Before creating categories: a service user without moodle/category:viewcourselist
-        gets an empty list from every category look-up, with no error, so each programme would
-        look missing and be created again at every delivery. Every site has a category, so a
-        site that lists none is that case: delivery pauses instead, until the role is fixed."""
+    async def _site_categories(self, batch: Batch, jobs: list[Job]) -> dict[str, int]:
+        """The site's categories by idnumber, in one call for every programme not yet linked
+        (Moodle keeps category idnumbers unique, so a programme's is found or is not there).
+
+        A service user without moodle/category:viewcourselist gets an empty list, with no
+        error, so each programme would look missing and be created again at every delivery.
+        Every site has a category, so a site that lists none is that case: delivery pauses
+        instead, until the role is fixed."""
         visible = await self._call(
             batch, "core_course_get_categories", jobs, lambda: self.client.get_categories()
         )
@@ -115,6 +113,7 @@ class CategoryDelivery(Delivery):
                     function="core_course_get_categories",
                 )
             )
+        return {category.idnumber: category.id for category in visible if category.idnumber}
 
     async def _update_categories(self, updates: list[CategoryUpdate]) -> list[None]:
         await self.client.update_categories(updates)

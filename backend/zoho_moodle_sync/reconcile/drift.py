@@ -174,15 +174,16 @@ def _client(
 def _snapshot(db: Database, tenant_id: int) -> _Snapshot:
     snapshot = _Snapshot()
     with db.sessions() as session:
-        open_jobs = set(
-            session.execute(
+        open_jobs = {
+            (entity, zoho_id)
+            for entity, zoho_id in session.execute(
                 select(Job.entity, Job.zoho_id).where(
                     Job.tenant_id == tenant_id,
                     Job.kind == JobKind.DELIVER,
                     Job.state.in_([*OPEN_STATES, JobState.RUNNING]),
                 )
-            ).tuples()
-        )
+            )
+        }
         for spec, _ in MOODLE_SIDES:
             links = list(
                 session.scalars(
