@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     moodle_max_input_vars: int = Field(default=5000, ge=100)
     moodle_concurrency: int = Field(default=2, ge=1, le=16)
     delivery_coalesce_seconds: float = Field(default=1.0, ge=0, le=60)
-    delivery_coalesce_max_seconds: float = Field(default=10.0, ge=0, le=600)
+    delivery_coalesce_max_seconds: float = Field(default=30.0, ge=0, le=600)
     run_worker: bool | None = None
     worker_batch_size: int = Field(default=250, ge=1, le=1000)
     worker_claim_size: int = Field(default=5000, ge=1, le=20_000)
