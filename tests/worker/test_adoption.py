@@ -106,6 +106,29 @@ def test_a_moodle_user_is_never_linked_to_two_records(
     assert [u.idnumber for u in people(fake_moodle)] == [student["id"]]
 
 
+def test_two_new_records_with_one_email_do_not_share_an_account(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    """Siblings entered with a parent's address, in one batch: Moodle creates the first and
+    refuses the second address; the second record is not linked to the first one's account
+    (whose name and idnumber it would then overwrite) but stops with the reason."""
+    first = StudentRecordFactory(program=None)
+    second = StudentRecordFactory(program=None, Academic_Email=first["Academic_Email"].upper())
+
+    moodle_sync.post("students", [first, second])
+    moodle_sync.drain(fake_moodle)
+
+    [account] = people(fake_moodle)
+    assert account.idnumber == first["id"]
+    link = moodle_sync.link("students", first["id"])
+    assert link is not None
+    assert link.moodle_id == account.id
+    assert moodle_sync.link("students", second["id"]) is None
+    job = moodle_sync.job("students", second["id"])
+    assert (job.state, job.last_errorcode) == ("dead", "user_taken")
+    assert f"already belongs to students {first['id']}" in (job.last_error or "")
+
+
 def test_category_and_courses_already_in_moodle_are_adopted(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle
 ) -> None:

@@ -281,8 +281,8 @@ class UserDelivery(Delivery):
         found: dict[int, MoodleUser],
         pending: dict[int, tuple[Job, UserShape]],
     ) -> dict[int, MoodleUser]:
-        """One Moodle user belongs to one Zoho record: a match already linked elsewhere is a
-        conflict for a person to resolve, not a second link."""
+        """One Moodle user belongs to one Zoho record: a match already linked elsewhere (or
+        just now, in this batch) is a conflict for a person to resolve, not a second link."""
 
         def read() -> dict[int, tuple[str, str]]:
             with self.db.sessions() as session:
@@ -294,6 +294,13 @@ class UserDelivery(Delivery):
                 )
 
         owners = await asyncio.to_thread(read) if found else {}
+        # Links this batch made are not in the database yet (a user just created for another
+        # record with the same e-mail, which Moodle then refused to create twice).
+        owners |= {
+            write.moodle_id: (write.entity, write.zoho_id)
+            for write in batch.settlement.links
+            if write.moodle_id is not None and not write.drop
+        }
         kept: dict[int, MoodleUser] = {}
         claimed: dict[int, int] = {}
         for job_id, user in found.items():
