@@ -159,6 +159,35 @@ def test_category_and_courses_already_in_moodle_are_adopted(
     assert moodle_sync.states() == {"done": 9}
 
 
+def test_two_classes_with_one_short_name_do_not_share_a_course(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    """A course made by hand, without idnumber, whose short name two classes of the batch
+    carry (a copy-paste in Zoho): one class takes it over, the other stops with the reason."""
+    first = one_class(students=1, Class_Short_Name="NET-T1")
+    second = one_class(students=1, program=first.program, Class_Short_Name="NET-T1")
+    fake_moodle.add_category("Old name", idnumber=first.program["id"])
+    by_hand = fake_moodle.add_course("By hand", "NET-T1")
+
+    post_all(moodle_sync, first.by_entity())
+    post_all(moodle_sync, {**second.by_entity(), "programs": []})
+    moodle_sync.drain(fake_moodle)
+
+    [course] = [c for c in fake_moodle.courses() if c.shortname == "NET-T1"]
+    assert course.id == by_hand.id
+    owners = {
+        world.class_["id"]: moodle_sync.link("classes", world.class_["id"])
+        for world in (first, second)
+    }
+    [(taker, link)] = [(zoho_id, link) for zoho_id, link in owners.items() if link is not None]
+    assert link.moodle_id == by_hand.id
+    assert course.idnumber == taker
+    [stopped] = [zoho_id for zoho_id in owners if zoho_id != taker]
+    job = moodle_sync.job("classes", stopped)
+    assert (job.state, job.last_errorcode) == ("dead", "shortnametaken")
+    assert f"already taken by class {taker}" in (job.last_error or "")
+
+
 def test_a_short_name_taken_by_another_course_stops_the_class(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle
 ) -> None:

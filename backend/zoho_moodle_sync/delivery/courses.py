@@ -50,6 +50,25 @@ class CourseDelivery(Delivery):
         # Categories the service made hold only courses it made: no look-up there.
         made_here = {p.moodle_id for p in programs.values() if p.moodle_id and not p.adopted}
         in_category: dict[int, list[Course]] = {}
+        # One course per class: a course found for a class is not taken over by another class
+        # of the batch with the same short name (a course made by hand, without idnumber).
+        owner = {link.moodle_id: zoho_id for zoho_id, link in links.items() if link.moodle_id}
+
+        def take(job: Job, course: int) -> bool:
+            if owner.setdefault(course, job.zoho_id) == job.zoho_id:
+                return True
+            batch.decide(
+                job,
+                Verdict(
+                    "dead",
+                    f"short name {shapes[job.id].shortname!r} is the one of Moodle course "
+                    f"{course}, already taken by class {owner[course]}; give the class another "
+                    "Class_Short_Name",
+                    "shortnametaken",
+                ),
+            )
+            return False
+
         for job in batch.jobs:
             record, link = records.get(job.zoho_id), links.get(job.zoho_id)
             if record is None or job.action == "remove" or record.deleted:
@@ -79,7 +98,7 @@ class CourseDelivery(Delivery):
                 if category not in in_category:
                     in_category[category] = await self._courses_in(batch, job, category)
                 existing = self._match(batch, job, shape, in_category[category])
-            if batch.decided(job):
+            if batch.decided(job) or (existing is not None and not take(job, existing)):
                 continue
             if existing is not None:
                 courses[job.id] = existing
@@ -95,7 +114,7 @@ class CourseDelivery(Delivery):
                 # A course of this class elsewhere (moved by hand, or made before its link
                 # was lost): found by idnumber or short name, and taken over.
                 existing = await self._find_course(batch, job, shapes[job.id])
-                if existing is not None:
+                if existing is not None and take(job, existing):
                     courses[job.id] = existing
                     adopted[job.id] = True
                     updates.append((job, existing))
@@ -105,6 +124,7 @@ class CourseDelivery(Delivery):
             if isinstance(answer, MoodleRejected):
                 batch.decide(job, refused(answer, f"creating course {shapes[job.id].shortname}"))
             else:
+                owner[answer.id] = job.zoho_id
                 courses[job.id] = answer.id
                 adopted[job.id] = False
         changes = [
