@@ -129,6 +129,32 @@ def test_two_new_records_with_one_email_do_not_share_an_account(
     assert f"already belongs to students {first['id']}" in (job.last_error or "")
 
 
+def test_a_teacher_and_a_student_with_one_email_in_one_batch_get_one_account(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    """Students and teachers are delivered together: the address goes to one of them, and the
+    other stops as user_taken naming who has it."""
+    student = StudentRecordFactory(program=None)
+    teacher = TeacherRecordFactory(Academic_Email=student["Academic_Email"])
+    moodle_sync.post("students", [student])
+    moodle_sync.post("teachers", [teacher])
+
+    moodle_sync.drain(fake_moodle)
+
+    [account] = people(fake_moodle)
+    links = {
+        (entity, zoho_id): moodle_sync.link(entity, zoho_id)
+        for entity, zoho_id in (("students", student["id"]), ("teachers", teacher["id"]))
+    }
+    [(owner, link)] = [(key, link) for key, link in links.items() if link is not None]
+    assert link.moodle_id == account.id
+    assert account.idnumber == owner[1]
+    [(entity, zoho_id)] = [key for key in links if key != owner]
+    job = moodle_sync.job(entity, zoho_id)
+    assert (job.state, job.last_errorcode) == ("dead", "user_taken")
+    assert f"already belongs to {owner[0]} {owner[1]}" in (job.last_error or "")
+
+
 def test_category_and_courses_already_in_moodle_are_adopted(
     moodle_sync: MoodleSync, fake_moodle: FakeMoodle
 ) -> None:

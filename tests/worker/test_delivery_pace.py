@@ -19,6 +19,7 @@ from tests.worker.conftest import (
     MoodleSync,
     moodle_settings,
     one_class,
+    people,
     person,
     post_all,
 )
@@ -147,6 +148,21 @@ def test_the_programmes_of_a_batch_are_looked_up_in_one_call(
     assert link is not None
     assert (link.moodle_id, link.adopted) == (existing.id, True)
     assert moodle_sync.states() == {"done": 4}
+
+
+def test_students_and_teachers_of_a_claim_are_looked_up_together(
+    moodle_sync: MoodleSync, fake_moodle: FakeMoodle
+) -> None:
+    """One call per matching field (idnumber, username, e-mail) for the claim's users, students
+    and teachers alike, and one call creating them all."""
+    post_all(moodle_sync, one_class(students=5).by_entity())
+
+    moodle_sync.drain(fake_moodle)
+
+    assert calls_of(fake_moodle, "core_user_get_users_by_field") == 3
+    assert calls_of(fake_moodle, "core_user_create_users") == 1
+    assert len(people(fake_moodle)) == 6  # 5 students and the teacher
+    assert moodle_sync.states() == {"done": 13}
 
 
 def test_a_class_in_a_category_the_service_made_is_created_without_a_look_up(

@@ -75,7 +75,9 @@ class LeaseLost(Exception):
 
 @dataclass
 class Batch:
-    """The jobs of one entity delivered together, and what was decided about them."""
+    """The jobs of one entity delivered together, and what was decided about them. `entity`
+    names the delivery that takes the batch: a user batch holds students and teachers alike,
+    each job keeping its own entity."""
 
     entity: str
     jobs: list[Job]

@@ -41,14 +41,23 @@ class UserDelivery(Delivery):
         await self._users(batch)
 
     async def _users(self, batch: Batch) -> None:
-        entity = batch.entity
-        ids = [job.zoho_id for job in batch.jobs]
-        records = await self._records(entity, ids)
-        links = await self._links(entity, ids)
-        shape_of = projection.USER_SHAPES[entity]
+        """A user batch holds the claim's students and teachers together: one look-up per
+        field finds them all, and a person entered as both is matched only once."""
+        records: dict[int, store.StoredRecord] = {}
+        links: dict[int, Link] = {}
+        for entity in sorted({job.entity for job in batch.jobs}):
+            jobs = [job for job in batch.jobs if job.entity == entity]
+            ids = [job.zoho_id for job in jobs]
+            stored = await self._records(entity, ids)
+            linked_ = await self._links(entity, ids)
+            for job in jobs:
+                if job.zoho_id in stored:
+                    records[job.id] = stored[job.zoho_id]
+                if job.zoho_id in linked_:
+                    links[job.id] = linked_[job.zoho_id]
         wanted: dict[int, tuple[Job, UserShape]] = {}
         for job in batch.jobs:
-            record, link = records.get(job.zoho_id), links.get(job.zoho_id)
+            record, link = records.get(job.id), links.get(job.id)
             if record is None:
                 batch.decide(job, Verdict("done", "the record is not stored"))
                 continue
@@ -57,7 +66,7 @@ class UserDelivery(Delivery):
                 batch.decide(job, Verdict("done", "deleted in Zoho; nothing to change in Moodle"))
                 continue
             try:
-                shape = shape_of(job.zoho_id, record.data, self.policy)
+                shape = projection.USER_SHAPES[job.entity](job.zoho_id, record.data, self.policy)
             except ProjectionError as error:
                 batch.decide(job, Verdict("dead", str(error), "invalid_for_moodle"))
                 continue
@@ -65,30 +74,32 @@ class UserDelivery(Delivery):
                 shape = UserShape(**{**asdict(shape), "suspended": True})
             wanted[job.id] = (job, shape)
 
-        suspending = [
-            job
-            for job, shape in wanted.values()
-            if shape.suspended
-            and not job.confirmed
-            and (link := links.get(job.zoho_id)) is not None
-            and link.state == "active"
-        ]
-        if suspending and not await self._guard_allows(entity, len(suspending)):
-            for job in suspending:
-                batch.decide(job, Verdict("hold", held_message(len(suspending), entity)))
-                wanted.pop(job.id)
+        for entity in sorted({job.entity for job, _ in wanted.values()}):
+            suspending = [
+                job
+                for job, shape in wanted.values()
+                if job.entity == entity
+                and shape.suspended
+                and not job.confirmed
+                and (link := links.get(job.id)) is not None
+                and link.state == "active"
+            ]
+            if suspending and not await self._guard_allows(entity, len(suspending)):
+                for job in suspending:
+                    batch.decide(job, Verdict("hold", held_message(len(suspending), entity)))
+                    wanted.pop(job.id)
 
         linked = {
-            job_id: (job, shape, links[job.zoho_id])
+            job_id: (job, shape, links[job_id])
             for job_id, (job, shape) in wanted.items()
-            if job.zoho_id in links and links[job.zoho_id].moodle_id is not None
+            if job_id in links and links[job_id].moodle_id is not None
         }
         unlinked = {job_id: pair for job_id, pair in wanted.items() if job_id not in linked}
         found = await self._find_users(batch, unlinked)
         for job_id, user in found.items():
             job, shape = unlinked.pop(job_id)
             link = Link(user.id, True, "active", {}, None)
-            batch.link(LinkWrite(entity, job.zoho_id, user.id, adopted=True))
+            batch.link(LinkWrite(job.entity, job.zoho_id, user.id, adopted=True))
             linked[job_id] = (job, shape, link)
 
         creations = [
@@ -106,7 +117,9 @@ class UserDelivery(Delivery):
                 refusals[job.id] = answer
                 continue
             fingerprint = None if shape.suspended else shape_fingerprint(shape)
-            batch.link(LinkWrite(entity, job.zoho_id, answer.id, False, fingerprint=fingerprint))
+            batch.link(
+                LinkWrite(job.entity, job.zoho_id, answer.id, False, fingerprint=fingerprint)
+            )
             if shape.suspended:  # there is no `suspended` on create
                 linked[job.id] = (job, shape, Link(answer.id, False, "active", {}, None))
             else:
@@ -118,7 +131,7 @@ class UserDelivery(Delivery):
         }
         for job_id, user in (await self._find_by_email_in_any_case(batch, same_email)).items():
             job, shape = unlinked[job_id]
-            batch.link(LinkWrite(entity, job.zoho_id, user.id, adopted=True))
+            batch.link(LinkWrite(job.entity, job.zoho_id, user.id, adopted=True))
             linked[job_id] = (job, shape, Link(user.id, True, "active", {}, None))
         for job_id, refusal in refusals.items():
             job, shape = unlinked[job_id]
@@ -144,7 +157,7 @@ class UserDelivery(Delivery):
                 state = "suspended" if shape.suspended else "active"
                 batch.link(
                     LinkWrite(
-                        entity,
+                        job.entity,
                         job.zoho_id,
                         link.moodle_id,
                         link.adopted,
@@ -154,7 +167,7 @@ class UserDelivery(Delivery):
                 )
                 batch.decide(job, Verdict("done"))
             elif answer.warningcode in USER_GONE:
-                batch.link(LinkWrite(entity, job.zoho_id, None, False, drop=True))
+                batch.link(LinkWrite(job.entity, job.zoho_id, None, False, drop=True))
                 batch.decide(job, Verdict("relink", f"Moodle user {link.moodle_id} is gone"))
             else:
                 batch.decide(job, Verdict("dead", answer.message, answer.warningcode))
@@ -307,7 +320,7 @@ class UserDelivery(Delivery):
             job, _ = pending[job_id]
             owner = owners.get(user.id)
             other = claimed.get(user.id)
-            if (owner and owner != (batch.entity, job.zoho_id)) or other is not None:
+            if (owner and owner != (job.entity, job.zoho_id)) or other is not None:
                 holder = f"{owner[0]} {owner[1]}" if owner else "another record in this batch"
                 batch.decide(
                     job,
