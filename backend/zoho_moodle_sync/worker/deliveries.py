@@ -1,7 +1,7 @@
 """Moodle delivery as the queue's handler: per tenant with a Moodle, claim due delivery jobs,
-deliver them entity by entity in batches, and settle each batch's verdicts with its links and
-calls. A tenant whose Moodle refused the token is paused, probed now and then, and resumed by
-itself.
+deliver them entity by entity in batches (students and teachers together, as users), and settle
+each batch's verdicts with its links and calls. A tenant whose Moodle refused the token is
+paused, probed now and then, and resumed by itself.
 
 Stopping (SIGTERM, or the end of `serve`) finishes the batch in flight and hands the rest of the
 claim back to the queue. A worker killed outright leaves its jobs claimed until their lease ends;
