@@ -106,6 +106,7 @@ def protected_routes(app: FastAPI, *, console: bool = False) -> list[tuple[str, 
     the API's (they take a tenant's secret), or with `console` the console's (a session)."""
     public = {
         "/v1/health",
+        "/v1/ready",
         app.openapi_url,
         app.docs_url,
         app.redoc_url,
@@ -184,6 +185,7 @@ def test_every_route_but_health_refuses_a_missing_or_wrong_credential_with_one_a
                 assert {"code": error["code"], "message": error["message"]} == REFUSED
                 assert TEST_SECRET not in response.text
     assert bare.get("/v1/health").status_code == 200
+    assert bare.get("/v1/ready").status_code == 200
     assert len(answers) == len(routes) * len(WRONG_CREDENTIALS) * 2
 
 

@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         database = db or Database.from_settings(settings)
         await run_in_threadpool(prepare_database, database, settings)
         app.state.db = database
+        await run_in_threadpool(lambda: app.state.schema_check.revision(database, fresh=True))
         # The API answers requests only; background work is the queue's. The embedded install
         # (SQLite, one process owns the file) runs its worker here.
         worker = Worker(database, settings) if settings.worker_in_process else None
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         responses=error_responses(500),
     )
     app.state.settings = settings
+    app.state.schema_check = health.SchemaCheck()
     app.add_middleware(RequestMetrics)
     install_error_handlers(app)
     if settings.api_docs == "public":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest revision of the scripts shipped with this code: read once per process."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
