@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import select
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+import psycopg
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from zoho_moodle_sync.settings import Settings
@@ -24,6 +26,11 @@ _LZ4_WHERE_AVAILABLE = """
 """
 
 
+POOL_RECYCLE_SECONDS = 1800
+"""A pooled PostgreSQL connection is replaced after this long, before a firewall or proxy
+drops it silently."""
+
+
 def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     if database_url.startswith("sqlite"):
         return _sqlite_engine(database_url)
@@ -31,7 +38,10 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No `SELECT 1` round trip at every checkout (a request or a job takes several): a
+        # connection is checked without one, by `_on_checkout`.
+        pool_pre_ping=False,
+        pool_recycle=POOL_RECYCLE_SECONDS,
         json_serializer=_json_serializer,
         json_deserializer=orjson.loads,
     )
@@ -45,7 +55,31 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
             cursor.execute(_LZ4_WHERE_AVAILABLE)
         dbapi_connection.commit()
 
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if not _still_open(dbapi_connection):
+            # The pool replaces it with a new connection (SQLAlchemy retries the checkout).
+            raise exc.DisconnectionError("the database closed this pooled connection")
+
     return engine
+
+
+def _still_open(dbapi_connection: Any) -> bool:
+    """Whether an idle psycopg connection is still usable, without a round trip: the server
+    sends nothing on an idle connection unless it ends it (a restart, an administrator, an idle
+    timeout), so a socket with something to read means the connection is gone."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        return False
+    try:
+        socket = dbapi_connection.pgconn.socket
+        if hasattr(select, "poll"):  # no limit on descriptor numbers, unlike select()
+            poll = select.poll()
+            poll.register(socket, select.POLLIN)
+            return not poll.poll(0)
+        readable, _, _ = select.select([socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return False
+    return not readable
 
 
 def _sqlite_engine(database_url: str) -> Engine:
