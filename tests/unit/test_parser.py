@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 
 from zoho_moodle_sync.errors import MalformedBody, Unprocessable, UnsupportedMediaType
-from zoho_moodle_sync.parser import parse_record, parse_sync_body
+from zoho_moodle_sync.parser import parse_record, parse_sync_body, read_workflow
 from zoho_moodle_sync.stages import UnreadableRecord, ZohoRecord
 
 
@@ -114,3 +115,30 @@ def test_unreadable_records_say_which_field_is_wrong(raw: object, field: str, te
     assert isinstance(record, UnreadableRecord)
     assert record.errors[0].field == field
     assert text in record.errors[0].message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'"${BTEC_Students.Id}"',
+        b'"\\u0024{BTEC_Students.Id}"',
+        b'"$\\u007bBTEC_Students.Id}"',
+        b'"\\u0024\\u007BBTEC_Students.Id}"',
+    ],
+)
+def test_an_unfilled_merge_field_is_found_however_its_json_is_escaped(value: bytes) -> None:
+    body = b'{"module": "BTEC_Students", "zoho_id": "5725767141565000085", "Email": ' + value + b"}"
+
+    with pytest.raises(Unprocessable) as refused:
+        read_workflow(body, "application/json", module=None, query={})
+
+    assert refused.value.details == [{"field": "Email", "message": "literal ${...} placeholder"}]
+
+
+def test_a_full_record_without_merge_fields_is_read_with_its_dollar_keys() -> None:
+    record = {"id": "5725767141565000085", "$state": "save", "$approval": {"delegate": False}}
+    body = orjson.dumps({"module": "BTEC_Students", "data": [record]})
+
+    event = read_workflow(body, "application/json", module=None, query={})
+
+    assert (event.ids, event.records) == (["5725767141565000085"], [record])

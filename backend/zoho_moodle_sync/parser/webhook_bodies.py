@@ -40,7 +40,7 @@ def read_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     if not body.strip():
         raise MalformedBody("Body is empty: send the record id (or the record) and its module")
     kind = media_type(content_type)
-    if kind == "application/json" or kind.endswith("+json") or looks_like_json(body):
+    if _is_json(body, content_type):
         document = decode_json(body)
         if not isinstance(document, dict):
             raise Unprocessable(
@@ -76,7 +76,19 @@ def read_workflow(
     record (`?zoho_id=...`, for a webhook configured with URL parameters only)."""
     if not body.strip() and any(query.get(k) for k in _ID_KEYS):
         return parse_workflow({}, module=module, query=query)
-    return parse_workflow(read_body(body, content_type), module=module, query=query)
+    document = read_body(body, content_type)
+    # A JSON text can only hold "${" as those two characters or with either one escaped:
+    # without any of them, no value needs looking at (a full record has hundreds).
+    unfilled = not _is_json(body, content_type) or any(mark in body for mark in _PLACEHOLDER_MARKS)
+    return parse_workflow(document, module=module, query=query, may_hold_placeholders=unfilled)
+
+
+_PLACEHOLDER_MARKS = (b"${", b"\\u0024", b"\\u007b", b"\\u007B")
+
+
+def _is_json(body: bytes, content_type: str | None) -> bool:
+    kind = media_type(content_type)
+    return kind == "application/json" or kind.endswith("+json") or looks_like_json(body)
 
 
 def without_token(body: bytes) -> bytes:
@@ -101,10 +113,15 @@ def placeholders(document: Any, path: str = "") -> list[str]:
 
 
 def parse_workflow(
-    document: dict[str, Any], *, module: str | None, query: dict[str, str]
+    document: dict[str, Any],
+    *,
+    module: str | None,
+    query: dict[str, str],
+    may_hold_placeholders: bool = True,
 ) -> WebhookEvent:
-    """A workflow-rule webhook: `{"module", "zoho_id"}`, merge fields, or `{"data": [...]}`."""
-    unfilled = placeholders(document) + placeholders(query)
+    """A workflow-rule webhook: `{"module", "zoho_id"}`, merge fields, or `{"data": [...]}`.
+    `may_hold_placeholders` False: the caller knows no value of `document` holds "${"."""
+    unfilled = (placeholders(document) if may_hold_placeholders else []) + placeholders(query)
     if unfilled:
         raise Unprocessable(
             "Zoho sent merge fields it did not fill in (check the webhook's body in Zoho): "
