@@ -12,9 +12,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
@@ -129,33 +130,72 @@ def list_for(session: Session, tenant: Tenant) -> list[CredentialView]:
     ]
 
 
+@dataclass(frozen=True)
+class CallingTenant:
+    """The tenant a credential belongs to, as read with it."""
+
+    id: int
+    slug: str
+    config: dict[str, Any]
+
+
 def tenant_for(
     session: Session, presented: str, settings: Settings, *, kind: str = "webhook"
-) -> Tenant | None:
-    """The active tenant whose active credential of `kind` this is, or None."""
+) -> CallingTenant | None:
+    """The active tenant whose active credential of `kind` this is, or None. One query: the
+    credential with its tenant, and the default tenant when the secret is WEBHOOK_SECRET."""
     if not presented:
         return None
     wanted = digest(presented)
     now = utcnow()
-    row = session.scalar(
-        select(TenantCredential).where(
-            TenantCredential.secret_sha256 == wanted,
-            TenantCredential.kind == kind,
-            TenantCredential.revoked_at.is_(None),
-        )
+    by_setting = kind == "webhook" and same_secret(presented, settings.webhook_secret)
+    query = _TENANT_BY_SECRET_OR_SETTING if by_setting else _TENANT_BY_SECRET
+    rows = session.connection().execute(
+        query, {"digest": wanted, "kind": kind, "default_slug": settings.default_tenant}
     )
-    tenant: Tenant | None = None
-    if (
-        row is not None
-        and hmac.compare_digest(row.secret_sha256, wanted)
-        and (row.expires_at is None or row.expires_at > now)
-    ):
-        tenant = session.get(Tenant, row.tenant_id)
-    elif kind == "webhook" and same_secret(presented, settings.webhook_secret):
-        tenant = session.scalar(select(Tenant).where(Tenant.slug == settings.default_tenant))
-    if tenant is None or tenant.disabled_at is not None:
+    chosen: Any = None
+    default: Any = None
+    for row in rows:
+        if (
+            row.secret_sha256 is not None
+            and hmac.compare_digest(row.secret_sha256, wanted)
+            and (row.expires_at is None or row.expires_at > now)
+        ):
+            chosen = row
+        if row.slug == settings.default_tenant:
+            default = row
+    if chosen is None and by_setting:
+        chosen = default
+    if chosen is None or chosen.disabled_at is not None:
         return None
-    return tenant
+    return CallingTenant(chosen.id, chosen.slug, chosen.config)
+
+
+def _tenant_by_secret(*, or_setting: bool) -> Any:
+    """The credential's tenant (the credential's columns), and with `or_setting` the default
+    tenant too (its credential columns empty unless the secret is also one of its own)."""
+    matching = and_(
+        TenantCredential.tenant_id == Tenant.id,
+        TenantCredential.secret_sha256 == bindparam("digest"),
+        TenantCredential.kind == bindparam("kind"),
+        TenantCredential.revoked_at.is_(None),
+    )
+    found = TenantCredential.id.is_not(None)
+    query = select(
+        Tenant.id,
+        Tenant.slug,
+        Tenant.config,
+        Tenant.disabled_at,
+        TenantCredential.secret_sha256,
+        TenantCredential.expires_at,
+    ).outerjoin(TenantCredential, matching)
+    if or_setting:
+        return query.where(or_(found, Tenant.slug == bindparam("default_slug")))
+    return query.where(found)
+
+
+_TENANT_BY_SECRET = _tenant_by_secret(or_setting=False)
+_TENANT_BY_SECRET_OR_SETTING = _tenant_by_secret(or_setting=True)
 
 
 def has_any(session: Session, tenant: Tenant, settings: Settings) -> bool:
@@ -169,7 +209,9 @@ def channel_label(channel_id: str) -> str:
     return f"channel:{channel_id}"
 
 
-def owns_channel(session: Session, tenant: Tenant, token: str, channel_id: str | None) -> bool:
+def owns_channel(
+    session: Session, tenant: CallingTenant, token: str, channel_id: str | None
+) -> bool:
     """Whether `token` is the tenant's token for the Notifications API channel `channel_id`."""
     row = session.scalar(
         select(TenantCredential).where(

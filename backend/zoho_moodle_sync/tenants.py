@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +24,19 @@ from zoho_moodle_sync.zoho import ZohoCredentials
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+class StoredTenant(Protocol):
+    """What is stored of a tenant: the ORM row, or the columns a request read of it."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def slug(self) -> str: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class TenantContext:
     """What the pipeline needs to know about the tenant a request belongs to."""
@@ -31,7 +46,7 @@ class TenantContext:
     mapping: FieldMapping
 
 
-def context_of(tenant: Tenant) -> TenantContext:
+def context_of(tenant: StoredTenant) -> TenantContext:
     return TenantContext(id=tenant.id, slug=tenant.slug, mapping=mapping_of(tenant.config))
 
 
@@ -49,8 +64,17 @@ def plain_reasons(error: ValidationError) -> str:
 
 
 def mapping_of(config: dict[str, Any]) -> FieldMapping:
+    """The tenant's field mapping, validated once per distinct mapping (every request needs it,
+    and a mapping is frozen)."""
+    return _validated_mapping(
+        orjson.dumps(config.get("mapping") or {}, option=orjson.OPT_SORT_KEYS)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _validated_mapping(mapping: bytes) -> FieldMapping:
     try:
-        return FieldMapping.model_validate(config.get("mapping") or {})
+        return FieldMapping.model_validate(orjson.loads(mapping))
     except ValidationError as exc:
         raise ConfigurationError(
             f"the tenant's field mapping is invalid: {plain_reasons(exc)}"
@@ -136,7 +160,7 @@ def set_moodle(
     session.flush()
 
 
-def zoho_credentials(tenant: Tenant, settings: Settings) -> ZohoCredentials | None:
+def zoho_credentials(tenant: StoredTenant, settings: Settings) -> ZohoCredentials | None:
     """The tenant's Zoho API client, from its stored configuration or, for the default tenant,
     from the ZOHO_* settings; None while not configured."""
     stored = tenant.config.get("zoho") or {}

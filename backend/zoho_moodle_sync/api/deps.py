@@ -8,20 +8,20 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.errors import Forbidden, NotFound, Unauthenticated
+from zoho_moodle_sync.errors import Forbidden
+from zoho_moodle_sync.ingress import requests
 from zoho_moodle_sync.ingress.events import STORED_BODY_LIMIT, InboundRequest
-from zoho_moodle_sync.ingress.requests import TenantResolution
+from zoho_moodle_sync.ingress.requests import Caller, TenantResolution
 from zoho_moodle_sync.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
@@ -39,9 +39,6 @@ IdempotencyKey = Annotated[
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
-_REFUSED = "missing or invalid credential"
-
-
 def presented_secret(
     authorization: str | None, x_webhook_token: str | None, token: str | None
 ) -> str:
@@ -54,35 +51,28 @@ def presented_secret(
     return (x_webhook_token or token or "").strip()
 
 
-async def resolve_tenant(
-    db: DatabaseDep,
-    settings: SettingsDep,
+async def presented_caller(
     authorization: Annotated[str | None, Header()] = None,
     x_webhook_token: Annotated[str | None, Header()] = None,
     x_tenant_id: Annotated[str | None, Header()] = None,
     token: Annotated[
         str | None, Query(description="The tenant's secret, for callers that cannot send headers")
     ] = None,
-) -> TenantResolution:
-    secret = presented_secret(authorization, x_webhook_token, token)
+) -> Caller:
+    """Who the request says it is; the sync and webhook routes decide its tenant in their own
+    transaction, the other routes through `resolve_tenant`."""
+    return Caller(presented_secret(authorization, x_webhook_token, token), x_tenant_id)
 
+
+CallerDep = Annotated[Caller, Depends(presented_caller)]
+
+
+async def resolve_tenant(
+    db: DatabaseDep, settings: SettingsDep, caller: CallerDep
+) -> TenantResolution:
     def load() -> TenantResolution:
-        if not secret:
-            return TenantResolution(None, Unauthenticated(_REFUSED))
         with db.sessions() as session:
-            if credentials.same_secret(secret, settings.admin_token):
-                try:
-                    tenant = tenants.require_active(session, x_tenant_id or settings.default_tenant)
-                except NotFound as error:
-                    return TenantResolution(None, error, admin=True)
-                return TenantResolution(tenants.context_of(tenant), None, admin=True)
-            found = credentials.tenant_for(session, secret, settings)
-            if found is None:
-                return TenantResolution(None, Unauthenticated(_REFUSED))
-            if x_tenant_id is not None and x_tenant_id != found.slug:
-                # Another tenant's data: refused without saying whether that tenant exists.
-                return TenantResolution(None, Forbidden("not allowed"))
-            return TenantResolution(tenants.context_of(found), None)
+            return requests.resolve(session, settings, caller)
 
     return await run_in_threadpool(load)
 

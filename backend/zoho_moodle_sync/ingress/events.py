@@ -9,10 +9,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,8 @@ _KEPT_HEADERS = {
     "x-forwarded-for",
 }
 _SECRET_WORDS = ("token", "secret", "key", "password", "auth", "signature")
+_EVENTS = cast(Table, InboundEvent.__table__)
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
 
 
 @dataclass(frozen=True)
@@ -95,33 +97,61 @@ def store_inbound(
 ) -> int:
     """Persist the raw request and commit, before anything else is done with it."""
     with db.sessions.begin() as session:
-        event = InboundEvent(
-            tenant_id=tenant_id,
-            source=request.source,
-            method=request.method,
-            route=clean(request.route, 300),
-            entity=entity,
-            content_type=clean(request.content_type, 200) if request.content_type else None,
-            query=redact_query(request.query),
-            headers=kept_headers(request.headers),
-            body=request.body,
-            body_size=request.body_size if request.body_size is not None else len(request.body),
-            body_sha256=hashlib.sha256(request.body).hexdigest(),
-            body_truncated=request.body_truncated,
-            status="received",
+        return insert_event(session, request, tenant_id=tenant_id, entity=entity)
+
+
+def insert_event(
+    session: Session,
+    request: InboundRequest,
+    *,
+    tenant_id: int | None,
+    entity: str | None,
+    status: str = "received",
+    **outcome: Any,
+) -> int:
+    """Store the raw request in the caller's transaction, with its status when it is already
+    decided (`outcome`: `http_status`, `error`); returns its id."""
+    if status not in ("received", "accepted"):
+        outcome.setdefault("processed_at", utcnow())
+    event_id: int = (
+        session.connection()
+        .execute(
+            _INSERT_EVENT,
+            {
+                "tenant_id": tenant_id,
+                "received_at": utcnow(),
+                "source": request.source,
+                "method": request.method,
+                "route": clean(request.route, 300),
+                "entity": entity,
+                "content_type": clean(request.content_type, 200) if request.content_type else None,
+                "query": redact_query(request.query),
+                "headers": kept_headers(request.headers),
+                "body": request.body,
+                "body_size": request.body_size
+                if request.body_size is not None
+                else len(request.body),
+                "body_sha256": hashlib.sha256(request.body).hexdigest(),
+                "body_truncated": request.body_truncated,
+                "status": status,
+                **outcome,
+            },
         )
-        session.add(event)
-        session.flush()
-        return event.id
+        .scalar_one()
+    )
+    return event_id
 
 
 def set_status(session: Session, event_id: int, **values: Any) -> None:
     """Record how an event's processing ended; an UPDATE, so its body is never read back."""
     session.execute(
-        update(InboundEvent)
-        .where(InboundEvent.id == event_id)
-        .values(**values, processed_at=utcnow())
+        update(_EVENTS).where(_EVENTS.c.id == event_id).values(**values, processed_at=utcnow())
     )
+
+
+def rejected(error: RequestRejected) -> dict[str, Any]:
+    """The status columns of an event refused with `error`."""
+    return {"status": "rejected", "http_status": error.status_code, "error": error.message}
 
 
 def mark_rejected(
@@ -162,12 +192,6 @@ def refuse(
     mark_rejected(db, event_id, error, **known)
     error.event_id = event_id
     return error
-
-
-def mark_duplicate(db: Database, event_id: int) -> None:
-    """A repeat of a request already answered: stored, answered as the first, not processed."""
-    with db.sessions.begin() as session:
-        set_status(session, event_id, status="duplicate", http_status=None)
 
 
 def is_webhook(db: Database, event_id: int) -> bool:

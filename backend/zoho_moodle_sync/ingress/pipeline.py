@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync import parser, service, tenants
-from zoho_moodle_sync.db.models import Tenant
+from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
 from zoho_moodle_sync.errors import NotFound, RequestRejected
@@ -30,6 +32,8 @@ from zoho_moodle_sync.tenants import TenantContext
 
 _DELIVERED = (Outcome.NEW, Outcome.UPDATED)
 """Outcomes that change what Moodle should hold."""
+_STORED = (Outcome.NEW, Outcome.UPDATED, Outcome.UNCHANGED)
+"""Outcomes after which the record is stored, and what waited for it may go on."""
 
 
 @dataclass
@@ -147,10 +151,13 @@ def process_records(
     event_id: int | None,
     from_request: bool = True,
     nul_free: bool = False,
+    event_ids: Sequence[int | None] | None = None,
 ) -> tuple[list[RecordResult], list[RecordResult]]:
     """Parse, map and apply records of one entity, then run the parked records their arrival
     released; returns the records' results and the released records' results. `nul_free`: the
-    records are known to hold no NUL character (see `parser.parse_record`)."""
+    records are known to hold no NUL character (see `parser.parse_record`). `event_ids`: the
+    inbound event of each record, when they came in several events (in the order they
+    arrived); a released record then belongs to the event whose record released it."""
     mapping = tenant.mapping.for_entity(entity)
     items: list[tuple[int | None, service.BatchItem]] = []
     for index, raw in enumerate(raw_records):
@@ -158,7 +165,12 @@ def process_records(
         item = map_record(mapping, record) if isinstance(record, ZohoRecord) else record
         items.append((index if from_request else None, item))
     batch = service.apply_batch(
-        session=session, tenant_id=tenant.id, mapping=mapping, items=items, event_id=event_id
+        session=session,
+        tenant_id=tenant.id,
+        mapping=mapping,
+        items=items,
+        event_id=event_id,
+        event_ids=event_ids,
     )
     _enqueue_delivery(
         session,
@@ -169,7 +181,20 @@ def process_records(
     freed = service.release_parked(
         session=session, tenant_id=tenant.id, entity=entity.key, stored_ids=batch.stored_ids
     )
-    return batch.results, _run_released(session, tenant, freed, event_id)
+    releasers = _releasers(batch.results, event_ids) if event_ids is not None else None
+    return batch.results, _run_released(session, tenant, freed, event_id, releasers)
+
+
+def _releasers(
+    results: Sequence[RecordResult], event_ids: Sequence[int | None]
+) -> dict[str, tuple[int, int | None]]:
+    """For each stored id, the first of the batch's events that stored it (its position in
+    the batch, and the event): a parked record waiting for it was released by that event."""
+    first: dict[str, tuple[int, int | None]] = {}
+    for position, (result, event) in enumerate(zip(results, event_ids, strict=True)):
+        if result.zoho_id is not None and result.outcome in _STORED:
+            first.setdefault(result.zoho_id, (position, event))
+    return first
 
 
 def _enqueue_delivery(
@@ -192,10 +217,17 @@ def _run_released(
     tenant: TenantContext,
     freed: Sequence[service.ReleasedRecord],
     event_id: int | None,
+    releasers: dict[str, tuple[int, int | None]] | None = None,
 ) -> list[RecordResult]:
+    """Run released records through the pipeline, entity by entity; with `releasers`, each
+    under the event whose record released it (the last of those it waited for to arrive)."""
     by_entity: dict[str, list[dict[str, Any]]] = {}
+    events: dict[str, list[int | None]] = {}
     for record in freed:
         by_entity.setdefault(record.entity, []).append(record.raw)
+        if releasers is not None:
+            known = [releasers[i] for i in record.freed_by if i in releasers]
+            events.setdefault(record.entity, []).append(max(known)[1] if known else event_id)
     released: list[RecordResult] = []
     for key, raws in by_entity.items():
         results, cascade = process_records(
@@ -205,6 +237,7 @@ def _run_released(
             raw_records=raws,
             event_id=event_id,
             from_request=False,
+            event_ids=events.get(key),
         )
         released += results + cascade
     return released
@@ -218,6 +251,30 @@ def finish(session: Session, event_id: int, report: SyncReport, *, http_status: 
         status="processed",
         http_status=http_status,
         summary={**report.summary(), "released": len(report.released)},
+    )
+
+
+def finish_all(session: Session, reports: Sequence[SyncReport], *, http_status: int = 200) -> None:
+    """`finish` for many events, in one statement."""
+    if not reports:
+        return
+    events = cast(Table, InboundEvent.__table__)
+    session.execute(
+        update(events)
+        .where(events.c.id == bindparam("b_id"))
+        .values(
+            status="processed",
+            http_status=http_status,
+            summary=bindparam("b_summary"),
+            processed_at=utcnow(),
+        ),
+        [
+            {
+                "b_id": report.event_id,
+                "b_summary": {**report.summary(), "released": len(report.released)},
+            }
+            for report in reports
+        ],
     )
 
 

@@ -4,22 +4,39 @@ records through the pipeline, remember the answer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy.orm import Session
+
+from zoho_moodle_sync import credentials, tenants
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.entities import ENTITY_BY_KEY
-from zoho_moodle_sync.errors import BodyTooLarge, NotFound, RequestRejected
+from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
+from zoho_moodle_sync.errors import (
+    BodyTooLarge,
+    Forbidden,
+    NotFound,
+    RequestRejected,
+    Unauthenticated,
+)
 from zoho_moodle_sync.ingress.events import (
     Answer,
     InboundRequest,
-    mark_duplicate,
-    refuse,
-    store_inbound,
+    insert_event,
+    rejected,
+    set_status,
 )
-from zoho_moodle_sync.ingress.idempotency import Remembered, begin, finish, replayed, request_digest
+from zoho_moodle_sync.ingress.idempotency import (
+    Remembered,
+    claim,
+    finish,
+    replayed,
+    request_digest,
+)
 from zoho_moodle_sync.ingress.pipeline import run_delete, run_sync
 from zoho_moodle_sync.settings import Settings
-from zoho_moodle_sync.tenants import TenantContext
+from zoho_moodle_sync.tenants import StoredTenant, TenantContext
 from zoho_moodle_sync.zoho.ids import is_zoho_id
 
 
@@ -31,6 +48,8 @@ class TenantResolution:
     tenant: TenantContext | None
     error: RequestRejected | None
     admin: bool = False
+    stored: StoredTenant | None = None
+    """The tenant's stored columns, as read with the credential."""
 
     def tenant_id(self) -> int:
         """The caller's tenant; the refusal when there is none."""
@@ -40,49 +59,67 @@ class TenantResolution:
         return self.tenant.id
 
 
+_REFUSED = "missing or invalid credential"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request says it is: the secret it presents (however it was sent) and the tenant
+    its `X-Tenant-ID` names. Which tenant that is gets decided in the request's transaction."""
+
+    secret: str
+    x_tenant_id: str | None = None
+
+
+def resolve(session: Session, settings: Settings, caller: Caller) -> TenantResolution:
+    """The caller's tenant, decided by its credential (one query), or why it is refused. The
+    admin token acts for the tenant `X-Tenant-ID` names (the default one without it)."""
+    secret = caller.secret
+    if not secret:
+        return TenantResolution(None, Unauthenticated(_REFUSED))
+    if credentials.same_secret(secret, settings.admin_token):
+        try:
+            tenant = tenants.require_active(session, caller.x_tenant_id or settings.default_tenant)
+        except NotFound as error:
+            return TenantResolution(None, error, admin=True)
+        return TenantResolution(tenants.context_of(tenant), None, admin=True, stored=tenant)
+    found = credentials.tenant_for(session, secret, settings)
+    if found is None:
+        return TenantResolution(None, Unauthenticated(_REFUSED))
+    if caller.x_tenant_id is not None and caller.x_tenant_id != found.slug:
+        # Another tenant's data: refused without saying whether that tenant exists.
+        return TenantResolution(None, Forbidden("not allowed"))
+    return TenantResolution(tenants.context_of(found), None, stored=found)
+
+
 def sync(
     db: Database,
     settings: Settings,
     inbound: InboundRequest,
-    caller: TenantResolution,
+    caller: Caller,
     *,
     entity: str,
     idempotency_key: str | None,
 ) -> Answer:
-    """`POST /v1/sync/{entity}`: one outcome per record."""
+    """`POST /v1/sync/{entity}`: one outcome per record. What arrived is stored and committed,
+    with the caller's tenant decided and its Idempotency-Key claimed in the same transaction,
+    before the records are processed."""
     spec = ENTITY_BY_KEY.get(entity)
-    tenant = caller.tenant
-    event_id = store_inbound(
-        db, inbound, tenant_id=tenant.id if tenant else None, entity=spec.key if spec else None
-    )
-    refusal = caller.error
-    if refusal is None and spec is None:
-        refusal = NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
-    if refusal is None and inbound.body_truncated:
-        refusal = BodyTooLarge(
-            f"Body is over the limit of {settings.max_body_bytes} bytes; split the batch"
-        )
-    if refusal is not None:
-        raise refuse(db, event_id, refusal)
-    assert tenant is not None
-    assert spec is not None
-    claim: int | None = None
-    if idempotency_key is not None:
-        fingerprint = request_digest(inbound.method, inbound.route, inbound.body)
-        try:
-            begun = begin(
-                db,
-                tenant_id=tenant.id,
-                key=idempotency_key,
-                fingerprint=fingerprint,
-                ttl_seconds=settings.idempotency_ttl_seconds,
+
+    def check(tenant: TenantContext | None) -> RequestRejected | None:
+        if spec is None:
+            return NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+        if inbound.body_truncated:
+            return BodyTooLarge(
+                f"Body is over the limit of {settings.max_body_bytes} bytes; split the batch"
             )
-        except RequestRejected as error:
-            raise refuse(db, event_id, error) from None
-        if isinstance(begun, Remembered):
-            mark_duplicate(db, event_id)
-            return replayed(begun)
-        claim = begun
+        return None
+
+    arrival = _arrive(db, settings, inbound, caller, spec, check, idempotency_key)
+    if isinstance(arrival, Answer):
+        return arrival
+    event_id, tenant, claim = arrival
+    assert spec is not None
     try:
         report = run_sync(
             db,
@@ -110,23 +147,80 @@ def sync(
     return answer
 
 
+def _arrive(
+    db: Database,
+    settings: Settings,
+    inbound: InboundRequest,
+    caller: Caller,
+    spec: EntitySpec | None,
+    check: Callable[[TenantContext | None], RequestRejected | None],
+    idempotency_key: str | None,
+) -> tuple[int, TenantContext, int | None] | Answer:
+    """Store what arrived, in one committed transaction with the caller's tenant and its
+    Idempotency-Key: the event's id, the tenant and the key's claim when the request is to be
+    processed; the first answer again for a repeat; the refusal is raised (after the commit)."""
+    with db.sessions.begin() as session:
+        resolution = resolve(session, settings, caller)
+        tenant = resolution.tenant
+        stored_as: dict[str, Any] = {
+            "tenant_id": tenant.id if tenant else None,
+            "entity": spec.key if spec else None,
+        }
+        refusal = resolution.error or check(tenant)
+        if refusal is not None:
+            refusal.event_id = insert_event(session, inbound, **stored_as, **rejected(refusal))
+            outcome: tuple[int, TenantContext, int | None] | Answer | RequestRejected = refusal
+        else:
+            assert tenant is not None
+            event_id = insert_event(session, inbound, **stored_as)
+            outcome = event_id, tenant, None
+            if idempotency_key is not None:
+                fingerprint = request_digest(inbound.method, inbound.route, inbound.body)
+                try:
+                    claimed = claim(
+                        session,
+                        tenant_id=tenant.id,
+                        key=idempotency_key,
+                        fingerprint=fingerprint,
+                        ttl_seconds=settings.idempotency_ttl_seconds,
+                    )
+                except RequestRejected as error:
+                    set_status(session, event_id, **rejected(error))
+                    error.event_id = event_id
+                    outcome = error
+                else:
+                    if isinstance(claimed, Remembered):
+                        set_status(session, event_id, status="duplicate", http_status=None)
+                        outcome = replayed(claimed)
+                    else:
+                        outcome = event_id, tenant, claimed
+    if isinstance(outcome, RequestRejected):
+        raise outcome
+    return outcome
+
+
 def delete(
-    db: Database, inbound: InboundRequest, caller: TenantResolution, *, entity: str, zoho_id: str
+    db: Database,
+    settings: Settings,
+    inbound: InboundRequest,
+    caller: Caller,
+    *,
+    entity: str,
+    zoho_id: str,
 ) -> Answer:
     """`DELETE /v1/sync/{entity}/{zoho_id}`: the record was deleted in Zoho."""
     spec = ENTITY_BY_KEY.get(entity)
-    tenant = caller.tenant
-    event_id = store_inbound(
-        db, inbound, tenant_id=tenant.id if tenant else None, entity=spec.key if spec else None
-    )
-    refusal = caller.error
-    if refusal is None and spec is None:
-        refusal = NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
-    if refusal is None and not is_zoho_id(zoho_id):
-        refusal = NotFound(f"{zoho_id!r} is not a Zoho record id (digits)")
-    if refusal is not None:
-        raise refuse(db, event_id, refusal)
-    assert tenant is not None
+
+    def check(_tenant: TenantContext | None) -> RequestRejected | None:
+        if spec is None:
+            return NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+        if not is_zoho_id(zoho_id):
+            return NotFound(f"{zoho_id!r} is not a Zoho record id (digits)")
+        return None
+
+    arrival = _arrive(db, settings, inbound, caller, spec, check, None)
+    assert not isinstance(arrival, Answer)
+    event_id, tenant, _ = arrival
     assert spec is not None
     report = run_delete(db, tenant=tenant, entity=spec, event_id=event_id, zoho_ids=[zoho_id])
     return Answer.json(report.as_dict())

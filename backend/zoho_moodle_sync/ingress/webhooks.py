@@ -1,24 +1,24 @@
-"""Zoho's callers: a workflow-rule webhook or a Notifications API callback is stored, checked
-(credential, body, module, repeats) and accepted (202) together with the job that completes it,
-or refused; and, for that job, the accepted event read back and completed."""
+"""Zoho's callers: a workflow-rule webhook or a Notifications API callback is checked
+(credential, body, module, repeats) and stored in one transaction, committed before the answer:
+accepted (202) with the job that completes it, answered as a repeat, or refused; and a stored
+webhook event replayed."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync import credentials, tenants
+from zoho_moodle_sync.credentials import CallingTenant
 from zoho_moodle_sync.db.base import utcnow
-from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.session import Database
-from zoho_moodle_sync.entities import EntitySpec
 from zoho_moodle_sync.errors import (
     BodyTooLarge,
     Conflict,
@@ -33,23 +33,15 @@ from zoho_moodle_sync.ingress.events import (
     InboundRequest,
     clean,
     copy_event,
-    mark_duplicate,
+    insert_event,
+    mark_failed,
     redact_query,
-    refuse,
+    rejected,
     replayable,
-    store_inbound,
+    set_status,
 )
-from zoho_moodle_sync.ingress.idempotency import (
-    Remembered,
-    begin,
-    finish,
-    release,
-    replayed,
-    request_digest,
-)
-from zoho_moodle_sync.ingress.pipeline import SyncReport, delete_records, process_records
-from zoho_moodle_sync.ingress.pipeline import finish as finish_event
-from zoho_moodle_sync.ingress.requests import TenantResolution
+from zoho_moodle_sync.ingress.idempotency import Remembered, claim, replayed, request_digest
+from zoho_moodle_sync.ingress.requests import Caller, TenantResolution, resolve
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.parser import (
     WebhookEvent,
@@ -58,109 +50,156 @@ from zoho_moodle_sync.parser import (
     read_workflow,
     without_token,
 )
-from zoho_moodle_sync.service import RecordResult
 from zoho_moodle_sync.settings import Settings
-from zoho_moodle_sync.tenants import TenantContext
+from zoho_moodle_sync.tenants import StoredTenant, TenantContext
+
+log = logging.getLogger(__name__)
 
 _UNKNOWN_CALLER = "missing or invalid credential"
+
+Decide = Callable[[Session], Answer | RequestRejected]
+"""Checks a request and stores it with its outcome, in the given transaction: the answer, or
+the refusal to raise once the transaction is committed."""
 
 
 def workflow(
     db: Database,
     settings: Settings,
     inbound: InboundRequest,
-    caller: TenantResolution,
+    caller: Caller,
     *,
     module: str | None,
     idempotency_key: str | None,
 ) -> Answer:
     """A workflow-rule webhook: JSON or form, an id only, merge fields or `{"data": [...]}`."""
     inbound = dataclasses.replace(inbound, source="webhook")
-    tenant = caller.tenant
-    event_id = store_inbound(db, inbound, tenant_id=tenant.id if tenant else None, entity=None)
-    try:
-        if caller.error is not None:
-            raise caller.error
-        if inbound.body_truncated:
-            raise BodyTooLarge(f"Body is over the limit of {settings.max_body_bytes} bytes")
-        assert tenant is not None
-        query = {k: v for k, v in inbound.query.items() if k != "token"}
-        parsed = read_workflow(inbound.body, inbound.content_type, module=module, query=query)
-    except RequestRejected as error:
-        refused = refuse(db, event_id, error)
-        if tenant is not None and caller.error is None:
-            _remember_refusal(db, settings, tenant, inbound, idempotency_key, refused)
-        raise refused from None
-    return _accept(db, settings, tenant, parsed, event_id, inbound, idempotency_key)
+
+    def decide(session: Session) -> Answer | RequestRejected:
+        resolution = resolve(session, settings, caller)
+        tenant = resolution.tenant
+        tenant_id = tenant.id if tenant else None
+        try:
+            if resolution.error is not None:
+                raise resolution.error
+            if inbound.body_truncated:
+                raise BodyTooLarge(f"Body is over the limit of {settings.max_body_bytes} bytes")
+            assert tenant is not None
+            query = {k: v for k, v in inbound.query.items() if k != "token"}
+            parsed = read_workflow(inbound.body, inbound.content_type, module=module, query=query)
+        except RequestRejected as error:
+            refused = _refused(session, inbound, error, tenant_id=tenant_id)
+            if tenant is not None and resolution.error is None:
+                _remember_refusal(session, settings, tenant, inbound, idempotency_key, refused)
+            return refused
+        assert resolution.stored is not None
+        return _accept(
+            session,
+            settings,
+            (tenant, resolution.stored),
+            parsed,
+            inbound,
+            idempotency_key,
+            tenant_id,
+        )
+
+    return _receive(db, inbound, decide)
 
 
 def notification(
-    db: Database,
-    settings: Settings,
-    inbound: InboundRequest,
-    caller: TenantResolution,
-    *,
-    x_tenant_id: str | None,
+    db: Database, settings: Settings, inbound: InboundRequest, caller: Caller
 ) -> Answer:
     """A Notifications API callback: its channel token (checked, never stored) names the
     tenant, else the credential in its URL does."""
     body = inbound.body
     inbound = dataclasses.replace(inbound, source="webhook", body=without_token(body))
-    event_id = store_inbound(db, inbound, tenant_id=None, entity=None)
-    try:
+
+    def decide(session: Session) -> Answer | RequestRejected:
+        resolution = resolve(session, settings, caller)
         try:
-            if inbound.body_truncated:
-                raise BodyTooLarge(f"Body is over the limit of {settings.max_body_bytes} bytes")
-            parsed = parse_notification(read_body(body, inbound.content_type))
-        except RequestRejected:
-            if caller.tenant is None:
-                # Nobody known is calling: the answer says nothing about the body.
-                raise _refusal(caller) from None
-            raise
-        tenant = _channel_tenant(db, settings, parsed, caller, x_tenant_id)
-    except RequestRejected as error:
-        raise refuse(db, event_id, error) from None
-    return _accept(db, settings, tenant, parsed, event_id, inbound, None)
+            try:
+                if inbound.body_truncated:
+                    raise BodyTooLarge(f"Body is over the limit of {settings.max_body_bytes} bytes")
+                parsed = parse_notification(read_body(body, inbound.content_type))
+            except RequestRejected:
+                if resolution.tenant is None:
+                    # Nobody known is calling: the answer says nothing about the body.
+                    raise _refusal(resolution) from None
+                raise
+            tenant = _channel_tenant(session, settings, parsed, resolution, caller.x_tenant_id)
+        except RequestRejected as error:
+            return _refused(session, inbound, error, tenant_id=None)
+        return _accept(session, settings, tenant, parsed, inbound, None, None)
+
+    return _receive(db, inbound, decide)
+
+
+def _receive(db: Database, inbound: InboundRequest, decide: Decide) -> Answer:
+    """Run `decide` in one transaction and commit it before answering. A defect is answered
+    500, with the request kept (as `failed`) in a transaction of its own."""
+    try:
+        with db.sessions.begin() as session:
+            outcome = decide(session)
+    except SQLAlchemyError:
+        raise  # the database is unavailable: nothing is stored, the caller tries again
+    except Exception as error:
+        with db.sessions.begin() as session:
+            event_id = insert_event(session, inbound, tenant_id=None, entity=None)
+        mark_failed(db, event_id, error)
+        raise
+    if isinstance(outcome, RequestRejected):
+        raise outcome
+    return outcome
+
+
+def _refused(
+    session: Session,
+    inbound: InboundRequest,
+    error: RequestRejected,
+    *,
+    tenant_id: int | None,
+    entity: str | None = None,
+) -> RequestRejected:
+    """Store the request as refused with `error`; returns the error, naming the event."""
+    error.event_id = insert_event(
+        session, inbound, tenant_id=tenant_id, entity=entity, **rejected(error)
+    )
+    return error
 
 
 def _accept(
-    db: Database,
+    session: Session,
     settings: Settings,
-    tenant: TenantContext,
+    calling: tuple[TenantContext, StoredTenant],
     parsed: WebhookEvent,
-    event_id: int,
     inbound: InboundRequest,
     idempotency_key: str | None,
-) -> Answer:
+    caller_tenant_id: int | None,
+) -> Answer | RequestRejected:
+    """Store the event accepted with the job that completes it (due at once, or after the
+    fetch window for an id-only event), unless it names no entity of the tenant, cannot be
+    fetched, or repeats an earlier request. `caller_tenant_id`: the tenant a refusal is stored
+    under (the credential's; a notification's is decided by its body, so None)."""
+    tenant, stored = calling
     spec = tenant.mapping.entity_for_module(parsed.module)
     if spec is None:
-        raise refuse(
-            db,
-            event_id,
-            Unprocessable(
-                f"module {parsed.module!r} is not one this tenant syncs",
-                details=[{"field": "module", "message": "unknown"}],
-            ),
+        unknown = Unprocessable(
+            f"module {parsed.module!r} is not one this tenant syncs",
+            details=[{"field": "module", "message": "unknown"}],
         )
-    if parsed.operation != "delete" and not parsed.records and not _can_fetch(db, settings, tenant):
-        raise refuse(db, event_id, _cannot_fetch(event_id), tenant_id=tenant.id, entity=spec.key)
+        return _refused(session, inbound, unknown, tenant_id=caller_tenant_id)
+    fetches = parsed.operation != "delete" and not parsed.records
+    if fetches and tenants.zoho_credentials(stored, settings) is None:
+        # The refusal names the event to replay once credentials are set: stored, then told.
+        event_id = insert_event(session, inbound, tenant_id=tenant.id, entity=spec.key)
+        cannot = _cannot_fetch(event_id)
+        return _refuse_accepted(session, event_id, tenant.id, cannot, entity=spec.key)
     key, fingerprint = repeat_key(
         inbound.method, inbound.route, inbound.query, inbound.body, idempotency_key
     )
     ttl = settings.idempotency_ttl_seconds if idempotency_key else settings.webhook_repeat_seconds
-    try:
-        begun = begin(db, tenant_id=tenant.id, key=key, fingerprint=fingerprint, ttl_seconds=ttl)
-    except Conflict as error:
-        if idempotency_key is None:
-            # The same body arriving twice at once (Zoho retrying): one is processed.
-            mark_duplicate(db, event_id)
-            return Answer.json({"event_id": event_id, "status": "duplicate"}, 202)
-        raise refuse(db, event_id, error) from None
-    except RequestRejected as error:
-        raise refuse(db, event_id, error) from None
-    if isinstance(begun, Remembered):
-        mark_duplicate(db, event_id)
-        return replayed(begun)
+    event_id = insert_event(
+        session, inbound, tenant_id=tenant.id, entity=spec.key, status="accepted", http_status=202
+    )
     answer = Answer.json(
         {
             "event_id": event_id,
@@ -172,36 +211,60 @@ def _accept(
         },
         202,
     )
+    try:
+        claimed = claim(
+            session,
+            tenant_id=tenant.id,
+            key=key,
+            fingerprint=fingerprint,
+            ttl_seconds=ttl,
+            answer=answer,
+        )
+    except Conflict as error:
+        if idempotency_key is None:
+            # The same body while the first is still being answered: one is processed.
+            _not_accepted(session, event_id, caller_tenant_id, status="duplicate", http_status=None)
+            return Answer.json({"event_id": event_id, "status": "duplicate"}, 202)
+        return _refuse_accepted(session, event_id, caller_tenant_id, error)
+    except RequestRejected as error:
+        return _refuse_accepted(session, event_id, caller_tenant_id, error)
+    if isinstance(claimed, Remembered):
+        _not_accepted(session, event_id, caller_tenant_id, status="duplicate", http_status=None)
+        return replayed(claimed)
     # Id-only events wait a moment, so that those arriving close together share one fetch.
-    fetches = parsed.operation != "delete" and not parsed.records
     delay = settings.webhook_fetch_window_seconds if fetches else 0.0
-    accept(db, event_id=event_id, tenant_id=tenant.id, entity=spec, delay=delay)
-    finish(db, begun, status_code=202, body=answer.body)
+    due_at = utcnow() + timedelta(seconds=delay) if delay else None
+    queue.enqueue_webhook(session, tenant_id=tenant.id, event_id=event_id, due_at=due_at)
     return answer
 
 
-def accept(
-    db: Database, *, event_id: int, tenant_id: int, entity: EntitySpec, delay: float = 0.0
+def _not_accepted(
+    session: Session,
+    event_id: int,
+    tenant_id: int | None,
+    *,
+    entity: str | None = None,
+    **values: Any,
 ) -> None:
-    """A webhook event checked and answered 202: marked accepted, and the job that completes it
-    queued (due in `delay` seconds), in one transaction."""
-    with db.sessions.begin() as session:
-        session.execute(
-            update(InboundEvent)
-            .where(InboundEvent.id == event_id)
-            .values(status="accepted", http_status=202, tenant_id=tenant_id, entity=entity.key)
-        )
-        due_at = utcnow() + timedelta(seconds=delay) if delay else None
-        queue.enqueue_webhook(session, tenant_id=tenant_id, event_id=event_id, due_at=due_at)
+    """An event stored as accepted turned out to be a repeat or refused: as it would have been
+    stored had that been known first (by default no entity, and the caller's tenant)."""
+    set_status(session, event_id, tenant_id=tenant_id, entity=entity, **values)
 
 
-def _can_fetch(db: Database, settings: Settings, tenant: TenantContext) -> bool:
-    with db.sessions() as session:
-        row = session.get_one(Tenant, tenant.id)
-        return tenants.zoho_credentials(row, settings) is not None
+def _refuse_accepted(
+    session: Session,
+    event_id: int,
+    tenant_id: int | None,
+    error: RequestRejected,
+    *,
+    entity: str | None = None,
+) -> RequestRejected:
+    _not_accepted(session, event_id, tenant_id, entity=entity, **rejected(error))
+    error.event_id = event_id
+    return error
 
 
-def _cannot_fetch(event_id: int) -> Unprocessable:
+def _cannot_fetch(event_id: int | None) -> Unprocessable:
     return Unprocessable(
         "this webhook names records by id only, and the service has no Zoho API credentials "
         "for this tenant to fetch them: set them (`zoho-moodle-sync tenant set-zoho`, or "
@@ -213,7 +276,7 @@ def _cannot_fetch(event_id: int) -> Unprocessable:
 
 
 def _remember_refusal(
-    db: Database,
+    session: Session,
     settings: Settings,
     tenant: TenantContext,
     inbound: InboundRequest,
@@ -225,62 +288,45 @@ def _remember_refusal(
         inbound.method, inbound.route, inbound.query, inbound.body, idempotency_key
     )
     try:
-        begun = begin(
-            db,
+        claim(
+            session,
             tenant_id=tenant.id,
             key=key,
             fingerprint=fingerprint,
             ttl_seconds=settings.idempotency_ttl_seconds,
+            answer=Answer.json(error.document(), error.status_code),
         )
     except RequestRejected:
         return
-    if isinstance(begun, int):
-        body = Answer.json(error.document(), error.status_code).body
-        finish(db, begun, status_code=error.status_code, body=body)
 
 
 def _channel_tenant(
-    db: Database,
+    session: Session,
     settings: Settings,
     parsed: WebhookEvent,
     caller: TenantResolution,
     x_tenant_id: str | None,
-) -> TenantContext:
+) -> tuple[TenantContext, StoredTenant]:
     """The tenant of a notification: by the channel token in its body, else by the credential
     in its URL. Refused the same way whatever was wrong."""
-    with db.sessions() as session:
-        tenant: Tenant | None = None
-        if parsed.token:
-            tenant = credentials.tenant_for(session, parsed.token, settings, kind="channel")
-            if tenant is not None and not credentials.owns_channel(
-                session, tenant, parsed.token, parsed.channel_id
-            ):
-                tenant = None
-        if tenant is not None:
-            if x_tenant_id is not None and x_tenant_id != tenant.slug:
-                raise Forbidden("not allowed")
-            return tenants.context_of(tenant)
-    if caller.tenant is not None:
-        return caller.tenant
+    tenant: CallingTenant | None = None
+    if parsed.token:
+        tenant = credentials.tenant_for(session, parsed.token, settings, kind="channel")
+        if tenant is not None and not credentials.owns_channel(
+            session, tenant, parsed.token, parsed.channel_id
+        ):
+            tenant = None
+    if tenant is not None:
+        if x_tenant_id is not None and x_tenant_id != tenant.slug:
+            raise Forbidden("not allowed")
+        return tenants.context_of(tenant), tenant
+    if caller.tenant is not None and caller.stored is not None:
+        return caller.tenant, caller.stored
     raise _refusal(caller)
 
 
 def _refusal(caller: TenantResolution) -> RequestRejected:
     return caller.error or Unauthenticated(_UNKNOWN_CALLER)
-
-
-@dataclass(frozen=True)
-class AcceptedEvent:
-    """A webhook event answered 202, as its completion job reads it back."""
-
-    event_id: int
-    tenant: TenantContext
-    entity: EntitySpec
-    event: WebhookEvent
-    repeat_key: str | None
-    """The body-derived key that made identical webhooks arriving meanwhile duplicates, when it
-    is to be released once the event is completed: the same id-only body later (every edit of a
-    record sends the same body) is a new change that must be fetched."""
 
 
 def repeat_key(
@@ -294,52 +340,6 @@ def repeat_key(
         method, f"{clean(route, 300)}?{urlencode(sorted(stored_query.items()))}", body
     )
     return idempotency_key or f"webhook-body:{fingerprint}", fingerprint
-
-
-def accepted_webhook(session: Session, event_id: int) -> AcceptedEvent | None:
-    """Rebuild an accepted webhook event from what was stored of it; None when it names no
-    entity of its tenant (or is gone)."""
-    row = session.get(InboundEvent, event_id)
-    if row is None or row.tenant_id is None or row.entity is None:
-        return None
-    tenant = tenants.context_of(session.get_one(Tenant, row.tenant_id))
-    if row.route.endswith("/notifications"):
-        event = parse_notification(read_body(row.body, row.content_type))
-    else:
-        module = row.route.rstrip("/").split("/v1/webhooks/zoho", 1)[1].strip("/") or None
-        query = {k: v for k, v in row.query.items() if k != "token"}
-        event = read_workflow(row.body, row.content_type, module=module, query=query)
-    entity = tenant.mapping.entity_for_module(event.module)
-    if entity is None:
-        return None
-    key = None
-    if not event.records and "idempotency-key" not in row.headers:
-        key, _ = repeat_key(row.method, row.route, row.query, row.body, None)
-    return AcceptedEvent(event_id, tenant, entity, event, key)
-
-
-def complete_webhook(
-    db: Database, accepted: AcceptedEvent, records: list[dict[str, Any]], gone: list[str]
-) -> SyncReport:
-    """Store an accepted event's records and mark the gone ones deleted, in one transaction,
-    and release its repeat key."""
-    tenant, entity, event_id = accepted.tenant, accepted.entity, accepted.event_id
-    with db.sessions.begin() as session:
-        results: list[RecordResult] = []
-        released: list[RecordResult] = []
-        if records:
-            results, released = process_records(
-                session, tenant=tenant, entity=entity, raw_records=records, event_id=event_id
-            )
-        if gone:
-            results += delete_records(
-                session, tenant=tenant, entity=entity, zoho_ids=gone, event_id=event_id
-            )
-        report = SyncReport(event_id, entity.key, results, released)
-        finish_event(session, event_id, report, http_status=202)
-    if accepted.repeat_key is not None:
-        release(db, tenant_id=tenant.id, key=accepted.repeat_key)
-    return report
 
 
 def replay_webhook(db: Database, event_id: int) -> int:

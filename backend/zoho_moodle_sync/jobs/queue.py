@@ -13,9 +13,9 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import Table, and_, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -131,20 +131,20 @@ def enqueue_webhook(
 ) -> None:
     """The job that completes an accepted webhook event."""
     now = utcnow()
-    session.add(
-        Job(
-            kind=JobKind.WEBHOOK.value,
-            tenant_id=tenant_id,
-            event_id=event_id,
-            state=JobState.PENDING.value,
-            attempts=0,
-            due_at=due_at or now,
-            confirmed=False,
-            created_at=now,
-            updated_at=now,
-        )
+    session.connection().execute(
+        _INSERT_JOB,
+        {
+            "kind": JobKind.WEBHOOK.value,
+            "tenant_id": tenant_id,
+            "event_id": event_id,
+            "state": JobState.PENDING.value,
+            "attempts": 0,
+            "due_at": due_at or now,
+            "confirmed": False,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    session.flush()
 
 
 def ensure_scheduled(
@@ -166,6 +166,9 @@ def ensure_scheduled(
     session.execute(
         statement.on_conflict_do_nothing(index_elements=["key"], index_where=text(OPEN_CONDITION))
     )
+
+
+_INSERT_JOB = insert(cast(Table, Job.__table__))
 
 
 def _insert(session: Session) -> Any:

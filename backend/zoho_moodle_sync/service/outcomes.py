@@ -44,6 +44,9 @@ class RecordResult:
     message: str | None = None
     waiting_for: list[dict[str, str]] | None = None
     warnings: list[dict[str, str]] | None = None
+    event_id: int | None = None
+    """The inbound event that brought this version, when the batch held several events' records
+    (not part of the answer)."""
 
     def as_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -88,14 +91,15 @@ class BatchResult:
 def record_history(
     *, session: Session, tenant_id: int, results: Iterable[RecordResult], event_id: int | None
 ) -> None:
-    """One history row per outcome worth remembering (all but UNCHANGED)."""
+    """One history row per outcome worth remembering (all but UNCHANGED), under the result's
+    own event when it has one, else `event_id`."""
     now = utcnow()
     rows = [
         {
             "tenant_id": tenant_id,
             "entity": r.entity,
             "zoho_id": r.zoho_id,
-            "inbound_event_id": event_id,
+            "inbound_event_id": event_id if r.event_id is None else r.event_id,
             "outcome": r.outcome.value,
             "detail": r.history_detail(),
             "at": now,

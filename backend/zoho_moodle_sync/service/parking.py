@@ -4,7 +4,7 @@ transaction stored them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +30,8 @@ class ReleasedRecord:
     entity: str
     zoho_id: str
     raw: dict[str, Any]
+    freed_by: tuple[str, ...] = ()
+    """The stored ids (of the entity `release_parked` was given) whose arrival released it."""
 
 
 def release_parked(
@@ -42,21 +44,24 @@ def release_parked(
     """
     if not stored_ids or not dependents_of(entity):
         return []
-    waiting: set[int] = set()
+    waiting: dict[int, list[str]] = {}
     for chunk in chunks(stored_ids):
         condition = and_(
             ParkedWait.tenant_id == tenant_id,
             ParkedWait.entity == entity,
             among(session, ParkedWait.zoho_id, chunk),
         )
-        waiting.update(session.scalars(select(ParkedWait.parked_id).where(condition)))
-        session.execute(delete(ParkedWait).where(condition))
+        rows = session.execute(
+            delete(ParkedWait).where(condition).returning(ParkedWait.parked_id, ParkedWait.zoho_id)
+        )
+        for parked_id, zoho_id in rows:
+            waiting.setdefault(parked_id, []).append(zoho_id)
     return _take_ready(session, waiting)
 
 
 def sweep_parked(*, session: Session, tenant_id: int) -> list[ReleasedRecord]:
     """Release parked records whose dependencies were stored by a concurrent transaction."""
-    waiting: set[int] = set()
+    waiting: dict[int, Sequence[str]] = {}
     for spec in ENTITIES:
         table = ENTITY_TABLES[spec.key]
         satisfied = and_(
@@ -68,12 +73,14 @@ def sweep_parked(*, session: Session, tenant_id: int) -> list[ReleasedRecord]:
         )
         found = list(session.scalars(select(ParkedWait.parked_id).where(satisfied)))
         if found:
-            waiting.update(found)
+            waiting.update(dict.fromkeys(found, ()))
             session.execute(delete(ParkedWait).where(satisfied))
     return _take_ready(session, waiting)
 
 
-def _take_ready(session: Session, parked_ids: set[int]) -> list[ReleasedRecord]:
+def _take_ready(session: Session, parked_ids: Mapping[int, Sequence[str]]) -> list[ReleasedRecord]:
+    """The parked records of `parked_ids` that wait for nothing any more, taken off the
+    parking; `parked_ids` maps each to the ids whose arrival freed it (if known)."""
     ready: list[ReleasedRecord] = []
     for chunk in chunks(sorted(parked_ids)):
         rows = session.execute(
@@ -83,7 +90,9 @@ def _take_ready(session: Session, parked_ids: set[int]) -> list[ReleasedRecord]:
         ).all()
         if rows:
             session.execute(delete(ParkedRecord).where(ParkedRecord.id.in_([r.id for r in rows])))
-            ready += [ReleasedRecord(r.entity, r.zoho_id, r.raw) for r in rows]
+            ready += [
+                ReleasedRecord(r.entity, r.zoho_id, r.raw, tuple(parked_ids[r.id])) for r in rows
+            ]
     order = {spec.key: n for n, spec in enumerate(ENTITIES)}
     return sorted(ready, key=lambda r: order[r.entity])
 
@@ -127,11 +136,11 @@ def park(
     entity: str,
     parked: Iterable[tuple[MappedRecord, RecordResult]],
     parked_since: dict[str, datetime],
-    event_id: int | None,
     now: datetime,
 ) -> None:
-    """Park records, or replace their parked versions: one statement that a concurrent
-    transaction parking the same record (the same batch sent twice at once) cannot break."""
+    """Park records (each under the event of its result), or replace their parked versions:
+    one statement that a concurrent transaction parking the same record (the same batch sent
+    twice at once) cannot break."""
     waits: dict[str, list[dict[str, str]]] = {}
     rows = []
     for item, result in parked:
@@ -147,7 +156,7 @@ def park(
                 "reason": result.reason,
                 "message": result.message,
                 "waiting_for": result.waiting_for,
-                "inbound_event_id": event_id,
+                "inbound_event_id": result.event_id,
                 "parked_at": parked_since.get(item.zoho_id, now),
                 "updated_at": now,
             }

@@ -58,8 +58,11 @@ def apply_batch(
     mapping: EntityMapping,
     items: Sequence[tuple[int | None, BatchItem]],
     event_id: int | None,
+    event_ids: Sequence[int | None] | None = None,
 ) -> BatchResult:
-    """Decide and store the outcome of every record of one entity, in request order."""
+    """Decide and store the outcome of every record of one entity, in request order.
+    `event_ids`: the inbound event of each item, when they came in several (webhooks completed
+    together); else every item is `event_id`'s."""
     spec = mapping.spec
     table = ENTITY_TABLES[spec.key]
     now = utcnow()
@@ -72,14 +75,17 @@ def apply_batch(
     parked_since, parked_times = parked_versions(session, tenant_id, spec.key, ids)
     present = _present_dependencies(session, tenant_id, spec.dependencies, valid)
 
+    events = list(event_ids) if event_ids is not None else [event_id] * len(items)
     to_store: dict[str, tuple[MappedRecord, str, list[dict[str, str]] | None]] = {}
+    stored_by: dict[str, int | None] = {}
+    """The event of the version of each record that is written."""
     to_touch: dict[str, datetime] = {}
     to_park: dict[str, tuple[MappedRecord, RecordResult]] = {}
     pending_changes: list[tuple[RecordResult, MappedRecord, dict[str, Any] | None]] = []
     settled: set[str] = set()
     first_arrivals: dict[str, tuple[RecordResult, MappedRecord]] = {}
 
-    for index, item in items:
+    for (index, item), item_event in zip(items, events, strict=True):
         if not isinstance(item, MappedRecord):
             batch.results.append(invalid(spec.key, index, item))
             continue
@@ -123,15 +129,18 @@ def apply_batch(
         result.warnings = warnings
         if result.outcome is not Outcome.UNCHANGED:
             to_store[zoho_id] = (item, digest, warnings)
+            stored_by[zoho_id] = item_event
             to_touch.pop(zoho_id, None)
         batch.results.append(result)
         stored[zoho_id] = _Stored(
             digest, item.modified_time or newest_known, item.data, warnings=warnings
         )
 
+    for result, item_event in zip(batch.results, events, strict=True):
+        result.event_id = item_event
     _fill_changes(session, table, tenant_id, mapping, pending_changes)
     new = {zoho_id: row for zoho_id, row in to_store.items() if zoho_id not in existing}
-    raced = _insert(session, table, tenant_id, new, event_id, now)
+    raced = _insert(session, table, tenant_id, new, stored_by, now)
     if raced:
         # A concurrent transaction stored these first (after we read): judged against that.
         to_touch |= _arrived_second(session, table, tenant_id, mapping, raced, first_arrivals)
@@ -141,10 +150,10 @@ def apply_batch(
         if zoho_id not in new
         or (zoho_id in raced and first_arrivals[zoho_id][0].outcome is Outcome.UPDATED)
     }
-    _upsert(session, table, tenant_id, updates, event_id, now)
+    _upsert(session, table, tenant_id, updates, stored_by, now)
     _touch(session, table, tenant_id, to_touch)
     unpark(session, tenant_id, spec.key, [i for i in ids if i in settled])
-    park(session, tenant_id, spec.key, to_park.values(), parked_since, event_id, now)
+    park(session, tenant_id, spec.key, to_park.values(), parked_since, now)
     record_history(session=session, tenant_id=tenant_id, results=batch.results, event_id=event_id)
     batch.stored_ids = [i for i in ids if i in settled]
     return batch
@@ -264,12 +273,12 @@ def _upsert(
     table: Table,
     tenant_id: int,
     to_store: dict[str, tuple[MappedRecord, str, list[dict[str, str]] | None]],
-    event_id: int | None,
+    events: dict[str, int | None],
     now: datetime,
 ) -> None:
     if not to_store:
         return
-    rows = _rows(tenant_id, to_store, event_id, now)
+    rows = _rows(tenant_id, to_store, events, now)
     dialect = session.get_bind().dialect.name
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     keep = {"id", "tenant_id", "zoho_id", "created_at"}
@@ -291,7 +300,7 @@ def _upsert(
 def _rows(
     tenant_id: int,
     records: dict[str, tuple[MappedRecord, str, list[dict[str, str]] | None]],
-    event_id: int | None,
+    events: dict[str, int | None],
     now: datetime,
 ) -> list[dict[str, Any]]:
     return [
@@ -304,7 +313,7 @@ def _rows(
             "data": item.data,
             "raw": item.raw,
             "warnings": warnings,
-            "last_event_id": event_id,
+            "last_event_id": events[zoho_id],
             "created_at": now,
             "updated_at": now,
             "deleted_at": None,
@@ -318,14 +327,14 @@ def _insert(
     table: Table,
     tenant_id: int,
     to_insert: dict[str, tuple[MappedRecord, str, list[dict[str, str]] | None]],
-    event_id: int | None,
+    events: dict[str, int | None],
     now: datetime,
 ) -> set[str]:
     """Insert first arrivals; the ids a concurrent transaction inserted meanwhile (and was
     waited for) are returned, not inserted."""
     if not to_insert:
         return set()
-    rows = _rows(tenant_id, to_insert, event_id, now)
+    rows = _rows(tenant_id, to_insert, events, now)
     dialect = session.get_bind().dialect.name
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     stmt = stmt.on_conflict_do_nothing(index_elements=["tenant_id", "zoho_id"])

@@ -27,8 +27,8 @@ from zoho_moodle_sync.errors import (
     ZohoRejected,
     ZohoUnavailable,
 )
-from zoho_moodle_sync.ingress import webhooks
-from zoho_moodle_sync.ingress.webhooks import AcceptedEvent
+from zoho_moodle_sync.ingress import accepted
+from zoho_moodle_sync.ingress.accepted import AcceptedEvent, Completion
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.jobs.lease import Lease, settle_surely
 from zoho_moodle_sync.jobs.queue import Claimed, SettleHook, Verdict
@@ -37,6 +37,9 @@ from zoho_moodle_sync.zoho import ZohoClient, ZohoCredentials
 from zoho_moodle_sync.zoho_tokens import token_store_for
 
 log = logging.getLogger(__name__)
+
+EVENTS_TOGETHER = 500
+"""Events stored in one transaction at most (a burst of webhooks completed together)."""
 
 NO_CREDENTIALS = (
     "this webhook names records by id only; the service needs the tenant's Zoho API "
@@ -104,8 +107,7 @@ async def complete(
     for tenant_work in work.values():
         await _fetch(tenant_work, store, http)
     for tenant_work in work.values():
-        for job, accepted in tenant_work.events:
-            verdicts[job.id] = await asyncio.to_thread(_store, db, tenant_work, accepted)
+        verdicts |= await asyncio.to_thread(_store, db, tenant_work)
     return verdicts
 
 
@@ -114,36 +116,44 @@ def _read(
 ) -> dict[int, _Work]:
     work: dict[int, _Work] = {}
     with db.sessions() as session:
+        accepted = _accepted(session, jobs)
         for job in jobs:
-            accepted = _accepted(session, job)
-            if accepted is None:
+            event = accepted.get(job.id)
+            if event is None:
                 verdicts[job.id] = Verdict("done", "the event names nothing this tenant syncs")
                 continue
-            tenant_id = accepted.tenant.id
+            tenant_id = event.tenant.id
             if tenant_id not in work:
                 tenant = session.get_one(Tenant, tenant_id)
                 work[tenant_id] = _Work(tenants.zoho_credentials(tenant, settings))
-            work[tenant_id].events.append((job, accepted))
+            work[tenant_id].events.append((job, event))
     return work
 
 
-def _accepted(session: Session, job: Claimed) -> AcceptedEvent | None:
-    if job.event_id is None:
-        return None
+def _accepted(session: Session, jobs: Sequence[Claimed]) -> dict[int, AcceptedEvent | None]:
+    """The jobs' events read back (together; one by one if one of them cannot be)."""
+    ids = {job.id: job.event_id for job in jobs if job.event_id is not None}
     try:
-        return webhooks.accepted_webhook(session, job.event_id)
-    except SyncServiceError:  # stored by an earlier version that read it differently
-        log.exception("webhook event %s cannot be read back", job.event_id)
-        return None
+        events = accepted.accepted_webhooks(session, list(ids.values()))
+        return {job_id: events[event_id] for job_id, event_id in ids.items()}
+    except SyncServiceError:
+        pass
+    read: dict[int, AcceptedEvent | None] = {}
+    for job_id, event_id in ids.items():
+        try:
+            read[job_id] = accepted.accepted_webhook(session, event_id)
+        except SyncServiceError:  # stored by an earlier version that read it differently
+            log.exception("webhook event %s cannot be read back", event_id)
+            read[job_id] = None
+    return read
 
 
 async def _fetch(work: _Work, store: Any, http: httpx.AsyncClient) -> None:
     """One look-up per module for every id the tenant's id-only upserts name."""
     wanted: dict[str, list[str]] = {}
-    for _, accepted in work.events:
-        event = accepted.event
-        if event.operation != "delete":
-            wanted.setdefault(event.module, []).extend(event.ids)
+    for _, event in work.events:
+        if event.event.operation != "delete":
+            wanted.setdefault(event.event.module, []).extend(event.event.ids)
     if not wanted or work.credentials is None:
         return
     zoho = ZohoClient(http, work.credentials, token_store=store)
@@ -157,27 +167,56 @@ async def _fetch(work: _Work, store: Any, http: httpx.AsyncClient) -> None:
         work.failure = Verdict("dead", f"Zoho refused: {error}", error.code or "zoho_rejected")
 
 
-def _store(db: Database, work: _Work, accepted: AcceptedEvent) -> Verdict:
-    """Store one event's records; the webhook is a hint: what Zoho's API says now is stored."""
-    event = accepted.event
-    if event.operation == "delete":
-        records: list[dict[str, Any]] = []
-        gone = event.ids
-    elif work.credentials is None:
-        if not event.records:
+def _store(db: Database, work: _Work) -> dict[int, Verdict]:
+    """Store the tenant's events, in transactions of up to `EVENTS_TOGETHER` events; events
+    that cannot be stored together (one of them fails) are stored one by one."""
+    verdicts: dict[int, Verdict] = {}
+    ready: list[tuple[Claimed, Completion]] = []
+    for job, event in work.events:
+        what = _what_to_store(work, event)
+        if isinstance(what, Verdict):
+            verdicts[job.id] = what
+        else:
+            ready.append((job, what))
+    for start in range(0, len(ready), EVENTS_TOGETHER):
+        together = ready[start : start + EVENTS_TOGETHER]
+        try:
+            accepted.complete_webhooks(db, [completion for _, completion in together])
+        except Exception:
+            if len(together) == 1:
+                verdicts[together[0][0].id] = _store_one(db, together[0][1])
+                continue
+            log.info("%d webhook events could not be stored together; one by one", len(together))
+            for job, completion in together:
+                verdicts[job.id] = _store_one(db, completion)
+        else:
+            verdicts.update((job.id, Verdict("done")) for job, _ in together)
+    return verdicts
+
+
+def _what_to_store(work: _Work, event: AcceptedEvent) -> Completion | Verdict:
+    """The webhook is a hint: what Zoho's API says now is stored."""
+    hint = event.event
+    if hint.operation == "delete":
+        return Completion(event, [], hint.ids)
+    if work.credentials is None:
+        if not hint.records:
             return Verdict("dead", NO_CREDENTIALS, "zoho_not_configured")
-        records, gone = event.records, []
-    elif work.failure is not None:
+        return Completion(event, hint.records, [])
+    if work.failure is not None:
         return work.failure
-    else:
-        records = [work.fetched[i] for i in dict.fromkeys(event.ids) if i in work.fetched]
-        gone = [i for i in event.ids if i not in work.fetched]  # no longer in Zoho: deleted
+    records = [work.fetched[i] for i in dict.fromkeys(hint.ids) if i in work.fetched]
+    gone = [i for i in hint.ids if i not in work.fetched]  # no longer in Zoho: deleted
+    return Completion(event, records, gone)
+
+
+def _store_one(db: Database, completion: Completion) -> Verdict:
     try:
-        webhooks.complete_webhook(db, accepted, records, gone)
+        accepted.complete_webhook(db, completion.accepted, completion.records, completion.gone)
     except ConfigurationError as error:
         return Verdict("dead", str(error), "configuration_error")
     except Exception as error:  # a defect: retried, and shown on the job and the event
-        log.exception("webhook event %s failed", accepted.event_id)
+        log.exception("webhook event %s failed", completion.accepted.event_id)
         return Verdict("retry", f"internal error: {type(error).__name__}: {error}", "internal")
     return Verdict("done")
 

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync.api.deps import (
+    CallerDep,
     DatabaseDep,
     IdempotencyKey,
     InboundDep,
     SettingsDep,
-    TenantDep,
 )
 from zoho_moodle_sync.api.responses import answer_response, error_responses
 from zoho_moodle_sync.ingress import requests
@@ -50,7 +50,7 @@ router = APIRouter(
 async def sync_entity(
     entity: str,
     inbound: InboundDep,
-    caller: TenantDep,
+    caller: CallerDep,
     db: DatabaseDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
@@ -72,11 +72,16 @@ async def sync_entity(
     response_description="One result: DELETED, or UNCHANGED when there was nothing to delete",
 )
 async def delete_record(
-    entity: str, zoho_id: str, inbound: InboundDep, caller: TenantDep, db: DatabaseDep
+    entity: str,
+    zoho_id: str,
+    inbound: InboundDep,
+    caller: CallerDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
 ) -> Response:
     """Marks the record deleted (it stays stored, with its history). In Moodle, a deleted
     enrolment or user follows the tenant's removal policy; categories and courses are kept."""
     answer = await run_in_threadpool(
-        lambda: requests.delete(db, inbound, caller, entity=entity, zoho_id=zoho_id)
+        lambda: requests.delete(db, settings, inbound, caller, entity=entity, zoho_id=zoho_id)
     )
     return answer_response(answer)

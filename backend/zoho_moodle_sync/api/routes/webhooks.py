@@ -4,17 +4,17 @@ stored, checked and answered 202 within milliseconds; a worker completes the rec
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from zoho_moodle_sync.api.deps import (
+    CallerDep,
     DatabaseDep,
     IdempotencyKey,
     InboundDep,
     SettingsDep,
-    TenantDep,
 )
 from zoho_moodle_sync.api.responses import answer_response, error_responses
 from zoho_moodle_sync.ingress import webhooks
@@ -24,9 +24,6 @@ router = APIRouter(
     tags=["webhooks"],
     responses=error_responses(400, 401, 403, 409, 413, 415, 422, 503),
 )
-
-XTenantId = Annotated[str | None, Header(alias="X-Tenant-ID", include_in_schema=False)]
-
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
@@ -126,15 +123,9 @@ _NOTIFICATION_BODY = {
     openapi_extra=_NOTIFICATION_BODY,
 )
 async def notification(
-    inbound: InboundDep,
-    caller: TenantDep,
-    db: DatabaseDep,
-    settings: SettingsDep,
-    x_tenant_id: XTenantId = None,
+    inbound: InboundDep, caller: CallerDep, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
-    answer = await run_in_threadpool(
-        lambda: webhooks.notification(db, settings, inbound, caller, x_tenant_id=x_tenant_id)
-    )
+    answer = await run_in_threadpool(lambda: webhooks.notification(db, settings, inbound, caller))
     return answer_response(answer)
 
 
@@ -154,7 +145,7 @@ async def notification(
 )
 async def workflow(
     inbound: InboundDep,
-    caller: TenantDep,
+    caller: CallerDep,
     db: DatabaseDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
