@@ -365,6 +365,20 @@ class BackendResult:
     http: dict[str, Timing]
     minimal: dict[str, Timing]
     raw: dict[str, Timing]
+    server_peak_mib: float | None = None
+    """The server process's peak resident memory (VmHWM) over the whole run."""
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """A process's peak resident memory so far (Linux's VmHWM), in MiB; None where unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 def _through(
@@ -417,6 +431,7 @@ def run_backend(
             bodies = [orjson.dumps({"data": list(c)}) for c in chunks]
             post_bodies(server, key, bodies, Counter(NEW=len(records)), 1, meters)
         http = _through(server, work, args, meters, name=name, minimal=False)
+        server_peak = peak_rss_mib(process.process.pid)
     with (
         running_minimal_app(url, workdir, secret, args.minimal_record_type) as process,
         connected(process, secret, args.clients) as server,
@@ -437,7 +452,7 @@ def run_backend(
                 raw[scenario] = timing
                 _say(f"  {name:<10} raw      {scenario:<14} {timing.per_second:>9,.0f} rec/s")
     engine.dispose()
-    return BackendResult(name, http, minimal, raw)
+    return BackendResult(name, http, minimal, raw, server_peak)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,6 +498,12 @@ def report(results: Sequence[BackendResult], work: Workload, args: argparse.Name
                 f"{_micros(raw.cpu_per_record('database')):>9}"
                 f"{_micros(raw.cpu_per_record('client')):>6}"
             )
+    lines.append("")
+    lines += [
+        f"{result.name}: the server's peak RSS over its run "
+        f"{'unknown' if result.server_peak_mib is None else f'{result.server_peak_mib:,.0f} MiB'}"
+        for result in results
+    ]
     lines += [
         "",
         "HTTP: POST /v1/sync through the server; minimal: the same bodies through the minimal",
