@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
+    Table,
     and_,
     delete,
     exists,
@@ -23,6 +24,11 @@ from zoho_moodle_sync.entities import ENTITIES, dependents_of
 from zoho_moodle_sync.service.outcomes import RecordResult
 from zoho_moodle_sync.service.sql import among, chunks
 from zoho_moodle_sync.stages import MappedRecord
+
+_WAITS = cast(Table, ParkedWait.__table__)
+_PARKED = cast(Table, ParkedRecord.__table__)
+"""Deleted through their tables: no ORM object of them is loaded, so there is nothing in the
+session to synchronise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +58,7 @@ def release_parked(
             among(session, ParkedWait.zoho_id, chunk),
         )
         rows = session.execute(
-            delete(ParkedWait).where(condition).returning(ParkedWait.parked_id, ParkedWait.zoho_id)
+            delete(_WAITS).where(condition).returning(ParkedWait.parked_id, ParkedWait.zoho_id)
         )
         for parked_id, zoho_id in rows:
             waiting.setdefault(parked_id, []).append(zoho_id)
@@ -74,7 +80,7 @@ def sweep_parked(*, session: Session, tenant_id: int) -> list[ReleasedRecord]:
         found = list(session.scalars(select(ParkedWait.parked_id).where(satisfied)))
         if found:
             waiting.update(dict.fromkeys(found, ()))
-            session.execute(delete(ParkedWait).where(satisfied))
+            session.execute(delete(_WAITS).where(satisfied))
     return _take_ready(session, waiting)
 
 
@@ -89,7 +95,7 @@ def _take_ready(session: Session, parked_ids: Mapping[int, Sequence[str]]) -> li
             .where(~exists().where(ParkedWait.parked_id == ParkedRecord.id))
         ).all()
         if rows:
-            session.execute(delete(ParkedRecord).where(ParkedRecord.id.in_([r.id for r in rows])))
+            session.execute(delete(_PARKED).where(ParkedRecord.id.in_([r.id for r in rows])))
             ready += [
                 ReleasedRecord(r.entity, r.zoho_id, r.raw, tuple(parked_ids[r.id])) for r in rows
             ]
@@ -122,7 +128,7 @@ def parked_versions(
 def unpark(session: Session, tenant_id: int, entity: str, ids: Sequence[str]) -> None:
     for chunk in chunks(ids):
         session.execute(
-            delete(ParkedRecord).where(
+            delete(_PARKED).where(
                 ParkedRecord.tenant_id == tenant_id,
                 ParkedRecord.entity == entity,
                 among(session, ParkedRecord.zoho_id, chunk),
@@ -182,7 +188,7 @@ def park(
         },
     ).returning(table.c.id, table.c.zoho_id)
     ids = {zoho_id: parked_id for parked_id, zoho_id in session.execute(statement, rows)}
-    session.execute(delete(ParkedWait).where(ParkedWait.parked_id.in_(list(ids.values()))))
+    session.execute(delete(_WAITS).where(ParkedWait.parked_id.in_(list(ids.values()))))
     wait_rows = [
         {
             "parked_id": ids[zoho_id],
