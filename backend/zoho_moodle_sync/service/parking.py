@@ -27,8 +27,8 @@ from zoho_moodle_sync.stages import MappedRecord
 
 _WAITS = cast(Table, ParkedWait.__table__)
 _PARKED = cast(Table, ParkedRecord.__table__)
-"""Deleted through their tables: no ORM object of them is loaded, so there is nothing in the
-session to synchronise."""
+"""Read and written through their tables: no ORM object of them is loaded here, so the ORM's
+statement handling and session bookkeeping would only cost time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +53,12 @@ def release_parked(
     waiting: dict[int, list[str]] = {}
     for chunk in chunks(stored_ids):
         condition = and_(
-            ParkedWait.tenant_id == tenant_id,
-            ParkedWait.entity == entity,
-            among(session, ParkedWait.zoho_id, chunk),
+            _WAITS.c.tenant_id == tenant_id,
+            _WAITS.c.entity == entity,
+            among(session, _WAITS.c.zoho_id, chunk),
         )
         rows = session.execute(
-            delete(_WAITS).where(condition).returning(ParkedWait.parked_id, ParkedWait.zoho_id)
+            delete(_WAITS).where(condition).returning(_WAITS.c.parked_id, _WAITS.c.zoho_id)
         )
         for parked_id, zoho_id in rows:
             waiting.setdefault(parked_id, []).append(zoho_id)
@@ -71,13 +71,13 @@ def sweep_parked(*, session: Session, tenant_id: int) -> list[ReleasedRecord]:
     for spec in ENTITIES:
         table = ENTITY_TABLES[spec.key]
         satisfied = and_(
-            ParkedWait.tenant_id == tenant_id,
-            ParkedWait.entity == spec.key,
+            _WAITS.c.tenant_id == tenant_id,
+            _WAITS.c.entity == spec.key,
             exists().where(
-                table.c.tenant_id == ParkedWait.tenant_id, table.c.zoho_id == ParkedWait.zoho_id
+                table.c.tenant_id == _WAITS.c.tenant_id, table.c.zoho_id == _WAITS.c.zoho_id
             ),
         )
-        found = list(session.scalars(select(ParkedWait.parked_id).where(satisfied)))
+        found = list(session.scalars(select(_WAITS.c.parked_id).where(satisfied)))
         if found:
             waiting.update(dict.fromkeys(found, ()))
             session.execute(delete(_WAITS).where(satisfied))
@@ -90,12 +90,12 @@ def _take_ready(session: Session, parked_ids: Mapping[int, Sequence[str]]) -> li
     ready: list[ReleasedRecord] = []
     for chunk in chunks(sorted(parked_ids)):
         rows = session.execute(
-            select(ParkedRecord.id, ParkedRecord.entity, ParkedRecord.zoho_id, ParkedRecord.raw)
-            .where(ParkedRecord.id.in_(chunk))
-            .where(~exists().where(ParkedWait.parked_id == ParkedRecord.id))
+            select(_PARKED.c.id, _PARKED.c.entity, _PARKED.c.zoho_id, _PARKED.c.raw)
+            .where(_PARKED.c.id.in_(chunk))
+            .where(~exists().where(_WAITS.c.parked_id == _PARKED.c.id))
         ).all()
         if rows:
-            session.execute(delete(_PARKED).where(ParkedRecord.id.in_([r.id for r in rows])))
+            session.execute(delete(_PARKED).where(_PARKED.c.id.in_([r.id for r in rows])))
             ready += [
                 ReleasedRecord(r.entity, r.zoho_id, r.raw, tuple(parked_ids[r.id])) for r in rows
             ]
@@ -111,12 +111,10 @@ def parked_versions(
     times: dict[str, datetime | None] = {}
     for chunk in chunks(ids):
         rows = session.execute(
-            select(
-                ParkedRecord.zoho_id, ParkedRecord.parked_at, ParkedRecord.zoho_modified_time
-            ).where(
-                ParkedRecord.tenant_id == tenant_id,
-                ParkedRecord.entity == entity,
-                among(session, ParkedRecord.zoho_id, chunk),
+            select(_PARKED.c.zoho_id, _PARKED.c.parked_at, _PARKED.c.zoho_modified_time).where(
+                _PARKED.c.tenant_id == tenant_id,
+                _PARKED.c.entity == entity,
+                among(session, _PARKED.c.zoho_id, chunk),
             )
         )
         for zoho_id, parked_at, modified in rows:
@@ -129,9 +127,9 @@ def unpark(session: Session, tenant_id: int, entity: str, ids: Sequence[str]) ->
     for chunk in chunks(ids):
         session.execute(
             delete(_PARKED).where(
-                ParkedRecord.tenant_id == tenant_id,
-                ParkedRecord.entity == entity,
-                among(session, ParkedRecord.zoho_id, chunk),
+                _PARKED.c.tenant_id == tenant_id,
+                _PARKED.c.entity == entity,
+                among(session, _PARKED.c.zoho_id, chunk),
             )
         )
 
@@ -188,7 +186,7 @@ def park(
         },
     ).returning(table.c.id, table.c.zoho_id)
     ids = {zoho_id: parked_id for parked_id, zoho_id in session.execute(statement, rows)}
-    session.execute(delete(_WAITS).where(ParkedWait.parked_id.in_(list(ids.values()))))
+    session.execute(delete(_WAITS).where(_WAITS.c.parked_id.in_(list(ids.values()))))
     wait_rows = [
         {
             "parked_id": ids[zoho_id],
