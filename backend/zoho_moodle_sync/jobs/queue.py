@@ -9,6 +9,7 @@ one carries on, and this one is superseded).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -107,20 +108,7 @@ def enqueue_delivery(
     ]
     if not rows:
         return 0
-    statement = _insert(session)
-    statement = statement.on_conflict_do_update(
-        index_elements=["key"],
-        index_where=text(OPEN_CONDITION),
-        set_={
-            "action": statement.excluded.action,
-            "state": JobState.PENDING.value,
-            "attempts": 0,
-            "due_at": statement.excluded.due_at,
-            "confirmed": False,
-            "wait_reason": None,
-            "updated_at": statement.excluded.updated_at,
-        },
-    )
+    statement = _delivery_upsert(session.get_bind().dialect.name)
     for start in range(0, len(rows), 500):
         session.execute(statement, rows[start : start + 500])
     return len(rows)
@@ -169,6 +157,28 @@ def ensure_scheduled(
 
 
 _INSERT_JOB = insert(cast(Table, Job.__table__))
+
+
+@functools.cache
+def _delivery_upsert(dialect_name: str) -> Any:
+    """Insert delivery jobs, or turn a record's open job into the new one; built once per
+    database (the statement is the same for every batch, and building it costs as much as a
+    small batch's rows)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(Job.__table__)
+    return statement.on_conflict_do_update(
+        index_elements=["key"],
+        index_where=text(OPEN_CONDITION),
+        set_={
+            "action": statement.excluded.action,
+            "state": JobState.PENDING.value,
+            "attempts": 0,
+            "due_at": statement.excluded.due_at,
+            "confirmed": False,
+            "wait_reason": None,
+            "updated_at": statement.excluded.updated_at,
+        },
+    )
 
 
 def _insert(session: Session) -> Any:
