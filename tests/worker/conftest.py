@@ -379,17 +379,29 @@ def post_all(moodle_sync: MoodleSync, records: dict[str, list[Record]]) -> None:
 class AfterMoodleAnswers(httpx.AsyncBaseTransport):
     """The fake Moodle's transport, with something going wrong right after Moodle carried out
     a call of `function`: the answer is lost on the way (`lose`), or the worker's task is
-    cancelled (`cancel`), as when the process is stopped at that moment."""
+    cancelled (`cancel`), as when the process is stopped at that moment. With `still_down`,
+    the breaker's probes (site info) are lost too once that happened, so that however slow
+    the run, Moodle does not come back within it."""
 
     def __init__(
-        self, fake: FakeMoodle, function: str, what: Literal["lose", "cancel"], *, times: int = 1
+        self,
+        fake: FakeMoodle,
+        function: str,
+        what: Literal["lose", "cancel"],
+        *,
+        times: int = 1,
+        still_down: bool = False,
     ) -> None:
         self.inner = fake.transport()
         self.function = function
         self.what = what
         self.times = times
+        self.still_down = still_down
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        probing = request.url.params.get("wsfunction") == "core_webservice_get_site_info"
+        if self.still_down and self.times == 0 and probing:
+            raise httpx.ConnectError("Moodle is still unreachable")
         response = await self.inner.handle_async_request(request)
         if request.url.params.get("wsfunction") != self.function or self.times == 0:
             return response

@@ -128,7 +128,7 @@ def test_an_answer_lost_after_moodle_did_the_work_does_not_do_it_twice(
 ) -> None:
     world = one_class(students=3)
     post_all(moodle_sync, world.by_entity())
-    lossy = AfterMoodleAnswers(fake_moodle, function, "lose")
+    lossy = AfterMoodleAnswers(fake_moodle, function, "lose", still_down=True)
 
     moodle_sync.drain(fake_moodle, transport=lossy)
     assert lossy.times == 0
