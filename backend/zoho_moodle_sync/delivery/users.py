@@ -49,12 +49,12 @@ class UserDelivery(Delivery):
             jobs = [job for job in batch.jobs if job.entity == entity]
             ids = [job.zoho_id for job in jobs]
             stored = await self._records(entity, ids)
-            linked_ = await self._links(entity, ids)
+            known = await self._links(entity, ids)
             for job in jobs:
                 if job.zoho_id in stored:
                     records[job.id] = stored[job.zoho_id]
-                if job.zoho_id in linked_:
-                    links[job.id] = linked_[job.zoho_id]
+                if job.zoho_id in known:
+                    links[job.id] = known[job.zoho_id]
         wanted: dict[int, tuple[Job, UserShape]] = {}
         for job in batch.jobs:
             record, link = records.get(job.id), links.get(job.id)

@@ -25,7 +25,8 @@ from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.delivery import DELIVERY_BY_KIND, Batch, LeaseLost, TenantPaused, store
 from zoho_moodle_sync.delivery.base import MoodleDown
 from zoho_moodle_sync.delivery.store import Job, Settlement
-from zoho_moodle_sync.entities import MOODLE_SIDES, MoodleKind
+from zoho_moodle_sync.delivery.users import USER_ENTITIES
+from zoho_moodle_sync.entities import DELIVERED, MOODLE_SIDES
 from zoho_moodle_sync.errors import ConfigurationError, MoodleAccessDenied, MoodleUnavailable
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.jobs.lease import Lease, settle_surely
@@ -198,9 +199,9 @@ class Deliveries:
             for spec, side in MOODLE_SIDES
         }
         groups: dict[str, list[Job]] = {}
-        for spec, side in MOODLE_SIDES:
+        for spec in DELIVERED:
             # Students and teachers are users alike: delivered together, looked up together.
-            key = _FIRST_USER_ENTITY if side.kind == MoodleKind.USER else spec.key
+            key = USER_ENTITIES[0] if spec.key in USER_ENTITIES else spec.key
             groups.setdefault(key, []).extend(job for job in jobs if job.entity == spec.key)
         batches = [
             Batch(key, chunk, Settlement())
@@ -271,9 +272,6 @@ class Deliveries:
             hook=store.settlement_hook(tenant.id, settlement),
         )
         lease.release([job.id for job in claimed])
-
-
-_FIRST_USER_ENTITY = next(spec.key for spec, side in MOODLE_SIDES if side.kind == MoodleKind.USER)
 
 
 def _chunks(jobs: list[Job], settings: Settings) -> list[list[Job]]:
