@@ -27,7 +27,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from zoho_moodle_sync.db.base import Amount, Base, BigId, JSONDocument, UTCDateTime, utcnow
+from zoho_moodle_sync.db.base import (
+    Amount,
+    Base,
+    BigId,
+    JSONDocument,
+    RecordDocument,
+    UTCDateTime,
+    utcnow,
+)
 from zoho_moodle_sync.entities import ENTITIES, EntitySpec, FieldKind, FieldSpec
 
 
@@ -85,7 +93,7 @@ class ParkedRecord(Base):
     entity: Mapped[str] = mapped_column(String(30))
     zoho_id: Mapped[str] = mapped_column(String(32))
     zoho_modified_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    raw: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    raw: Mapped[dict[str, Any]] = mapped_column(RecordDocument)
     reason: Mapped[str] = mapped_column(String(60))
     message: Mapped[str] = mapped_column(Text)
     waiting_for: Mapped[list[dict[str, str]]] = mapped_column(JSONDocument)
@@ -160,7 +168,7 @@ def _entity_table(spec: EntitySpec) -> Table:
         Column("fingerprint", String(64), nullable=False),
         Column("zoho_modified_time", UTCDateTime()),
         Column("data", JSONDocument, nullable=False),
-        Column("raw", JSONDocument, nullable=False),
+        Column("raw", RecordDocument, nullable=False),
         Column("warnings", JSONDocument),
         Column("last_event_id", ForeignKey("inbound_events.id", ondelete="SET NULL")),
         Column("created_at", UTCDateTime(), nullable=False),

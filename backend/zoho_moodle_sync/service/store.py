@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.bulk import insert_new
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord
 from zoho_moodle_sync.entities import FieldSpec
 from zoho_moodle_sync.field_mapping import EntityMapping
@@ -49,6 +50,10 @@ class _Stored:
     data: dict[str, Any] | None = None
     deleted: bool = False
     warnings: list[dict[str, str]] | None = None
+
+
+_KEY = ("tenant_id", "zoho_id")
+"""What identifies a stored record."""
 
 
 def apply_batch(
@@ -335,12 +340,9 @@ def _insert(
     if not to_insert:
         return set()
     rows = _rows(tenant_id, to_insert, events, now)
-    dialect = session.get_bind().dialect.name
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["tenant_id", "zoho_id"])
     inserted: set[str] = set()
     for start in range(0, len(rows), 500):
-        inserted.update(session.scalars(stmt.returning(table.c.zoho_id), rows[start : start + 500]))
+        inserted.update(insert_new(session, table, rows[start : start + 500], key=_KEY))
     return set(to_insert) - inserted
 
 
