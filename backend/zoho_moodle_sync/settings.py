@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    api_threads: int = Field(default=8, ge=1, le=200)
+    """Threads that run requests' database work at once; further requests wait their turn."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     api_docs: Literal["public", "off"] = "public"
     default_tenant: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")

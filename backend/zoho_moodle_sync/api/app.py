@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -51,6 +52,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A few threads, not anyio's 40: each request's database work releases and retakes the
+        # GIL at every statement, and 40 threads taking turns cost more CPU than the work (a
+        # p99 twice as long under a burst of webhooks, docs/performance.md).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         database = db or Database.from_settings(settings)
         await run_in_threadpool(prepare_database, database, settings)
         app.state.db = database

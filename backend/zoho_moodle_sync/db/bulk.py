@@ -35,6 +35,9 @@ def insert_new(
     dbapi_connection = connection.connection
     cursor: Any = dbapi_connection.cursor()
     try:
+        if len(rows) == 1:  # a webhook's record: no pipeline to open and close
+            cursor.execute(sql, convert(rows[0]))
+            return [row[0] for row in cursor.fetchall()]
         cursor.executemany(sql, [convert(row) for row in rows], returning=True)
         inserted: list[Any] = []
         while True:
