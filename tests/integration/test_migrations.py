@@ -173,3 +173,21 @@ def test_the_migrated_schema_is_the_one_the_models_describe(fresh_engine: Engine
         for index in table.indexes
     }
     assert migrated == modelled
+
+
+def test_a_record_without_warnings_has_none_stored_and_0011_mends_older_ones(
+    empty_database_url: str, fresh_engine: Engine
+) -> None:
+    migrate.upgrade(fresh_engine, "0010")
+    zoho_id = store_a_student(empty_database_url)
+    no_warnings = text("SELECT warnings IS NULL FROM students WHERE zoho_id = :id")
+    with fresh_engine.begin() as connection:
+        assert connection.scalar(no_warnings, {"id": zoho_id})
+        # What revisions before 0011 stored: the JSON null.
+        connection.execute(text("UPDATE students SET warnings = 'null'"))
+        assert not connection.scalar(no_warnings, {"id": zoho_id})
+
+    migrate.upgrade(fresh_engine)
+
+    with fresh_engine.connect() as connection:
+        assert connection.scalar(no_warnings, {"id": zoho_id})

@@ -85,6 +85,9 @@ class Amount(TypeDecorator[Decimal]):
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 """JSON everywhere, JSONB on PostgreSQL."""
 
+OptionalDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+"""JSONDocument whose None is SQL NULL (not the JSON `null`), for columns that `IS NULL` reads."""
+
 
 class RecordDocument(TypeDecorator[dict[str, Any]]):
     """A record as Zoho sent it (`raw`): large, written often, read rarely and never queried
