@@ -1,5 +1,6 @@
-"""New rows inserted in bulk: only those whose key is free, the keys of those reported, every value
-stored as SQLAlchemy would store it, and a driver error raised as SQLAlchemy's own."""
+"""Rows written in bulk: new rows only where their key is free, with the keys of those inserted
+reported; rows appended (history); every value stored as SQLAlchemy would store it, and a driver
+error raised as SQLAlchemy's own."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from zoho_moodle_sync.db.base import utcnow
-from zoho_moodle_sync.db.bulk import insert_new
-from zoho_moodle_sync.db.models import ENTITY_TABLES
+from zoho_moodle_sync.db.bulk import append, insert_new
+from zoho_moodle_sync.db.models import ENTITY_TABLES, RecordOutcome
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.tenants import TenantContext
 
 PROGRAMS = ENTITY_TABLES["programs"]
+HISTORY = RecordOutcome.__table__
 KEY = ("tenant_id", "zoho_id")
 
 
@@ -110,3 +112,43 @@ def test_a_connection_the_server_ends_is_an_operational_error_and_is_dropped(
     with db.sessions.begin() as session:
         assert session.scalar(text("SELECT pg_backend_pid()")) != pid
         assert insert_new(session, PROGRAMS, [program(tenant.id, "p1")], key=KEY) == ["p1"]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_appended_rows_come_back_as_they_went_in(
+    db: Database, tenant: TenantContext, count: int
+) -> None:
+    at = datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=UTC)
+    details: list[Any] = [{"changes": {"Phone": [None, "07700 900123"]}}, None, ["é", 1]]
+    sent = [
+        {
+            "tenant_id": tenant.id,
+            "entity": "students",
+            "zoho_id": f"s{n}",
+            "inbound_event_id": None,
+            "outcome": "NEW",
+            "detail": details[n],
+            "at": at,
+        }
+        for n in range(count)
+    ]
+    with db.sessions.begin() as session:
+        append(session, HISTORY, sent)  # type: ignore[arg-type]
+
+    with db.sessions() as session:
+        got = session.execute(
+            select(*(HISTORY.c[name] for name in sent[0])).order_by(HISTORY.c.id)
+        ).mappings()
+        assert [dict(row) for row in got] == sent
+
+
+def test_an_appended_row_breaking_a_foreign_key_is_sqlalchemys_integrity_error(
+    db: Database, tenant: TenantContext
+) -> None:
+    rows = [
+        {"tenant_id": tenant.id + 1000 * n, "entity": "students", "zoho_id": f"s{n}"}
+        | {"inbound_event_id": None, "outcome": "NEW", "detail": None, "at": utcnow()}
+        for n in range(2)
+    ]
+    with db.sessions() as session, pytest.raises(IntegrityError, match=r"(?i)foreign key"):
+        append(session, HISTORY, rows)  # type: ignore[arg-type]

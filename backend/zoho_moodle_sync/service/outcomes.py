@@ -9,13 +9,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    Table,
-    insert,
-)
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.bulk import append
 from zoho_moodle_sync.db.models import RecordOutcome
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.stages import InvalidRecord, MappedRecord, UnreadableRecord
@@ -107,11 +105,9 @@ def record_history(
         for r in results
         if r.outcome is not Outcome.UNCHANGED and r.zoho_id is not None
     ]
-    if rows:
-        # A Core insert: the ORM's bulk insert costs more per row and adds nothing here.
-        history = RecordOutcome.__table__
-        assert isinstance(history, Table)
-        session.execute(insert(history), rows)
+    history = RecordOutcome.__table__
+    assert isinstance(history, Table)
+    append(session, history, rows)
 
 
 def invalid(entity: str, index: int | None, item: InvalidRecord | UnreadableRecord) -> RecordResult:

@@ -52,10 +52,6 @@ class _Stored:
     warnings: list[dict[str, str]] | None = None
 
 
-_KEY = ("tenant_id", "zoho_id")
-"""What identifies a stored record."""
-
-
 def apply_batch(
     *,
     session: Session,
@@ -341,8 +337,9 @@ def _insert(
         return set()
     rows = _rows(tenant_id, to_insert, events, now)
     inserted: set[str] = set()
+    key = ("tenant_id", "zoho_id")
     for start in range(0, len(rows), 500):
-        inserted.update(insert_new(session, table, rows[start : start + 500], key=_KEY))
+        inserted.update(insert_new(session, table, rows[start : start + 500], key=key))
     return set(to_insert) - inserted
 
 
