@@ -4,14 +4,17 @@ transaction stored them)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     select,
@@ -22,7 +25,7 @@ from sqlalchemy.orm import Session
 from zoho_moodle_sync.db.models import ENTITY_TABLES, ParkedRecord, ParkedWait
 from zoho_moodle_sync.entities import ENTITIES, dependents_of
 from zoho_moodle_sync.service.outcomes import RecordResult
-from zoho_moodle_sync.service.sql import among, chunks
+from zoho_moodle_sync.service.sql import among_ids, chunks, dialect_of
 from zoho_moodle_sync.stages import MappedRecord
 
 _WAITS = cast(Table, ParkedWait.__table__)
@@ -51,14 +54,10 @@ def release_parked(
     if not stored_ids or not dependents_of(entity):
         return []
     waiting: dict[int, list[str]] = {}
+    statement = _release_statement(dialect_of(session))
     for chunk in chunks(stored_ids):
-        condition = and_(
-            _WAITS.c.tenant_id == tenant_id,
-            _WAITS.c.entity == entity,
-            among(session, _WAITS.c.zoho_id, chunk),
-        )
         rows = session.execute(
-            delete(_WAITS).where(condition).returning(_WAITS.c.parked_id, _WAITS.c.zoho_id)
+            statement, {"tenant_id": tenant_id, "entity": entity, "ids": list(chunk)}
         )
         for parked_id, zoho_id in rows:
             waiting.setdefault(parked_id, []).append(zoho_id)
@@ -109,13 +108,10 @@ def parked_versions(
     """When each already-parked record was first parked, and its Modified_Time."""
     since: dict[str, datetime] = {}
     times: dict[str, datetime | None] = {}
+    query = _parked_versions_query(dialect_of(session))
     for chunk in chunks(ids):
         rows = session.execute(
-            select(_PARKED.c.zoho_id, _PARKED.c.parked_at, _PARKED.c.zoho_modified_time).where(
-                _PARKED.c.tenant_id == tenant_id,
-                _PARKED.c.entity == entity,
-                among(session, _PARKED.c.zoho_id, chunk),
-            )
+            query, {"tenant_id": tenant_id, "entity": entity, "ids": list(chunk)}
         )
         for zoho_id, parked_at, modified in rows:
             since[zoho_id] = parked_at
@@ -124,14 +120,35 @@ def parked_versions(
 
 
 def unpark(session: Session, tenant_id: int, entity: str, ids: Sequence[str]) -> None:
+    statement = _unpark_statement(dialect_of(session))
     for chunk in chunks(ids):
-        session.execute(
-            delete(_PARKED).where(
-                _PARKED.c.tenant_id == tenant_id,
-                _PARKED.c.entity == entity,
-                among(session, _PARKED.c.zoho_id, chunk),
-            )
-        )
+        session.execute(statement, {"tenant_id": tenant_id, "entity": entity, "ids": list(chunk)})
+
+
+def _of_entity(table: Table, dialect: str) -> ColumnElement[bool]:
+    """The rows of the tenant's `entity` whose Zoho id is among `ids` (all three parameters)."""
+    return and_(
+        table.c.tenant_id == bindparam("tenant_id"),
+        table.c.entity == bindparam("entity"),
+        among_ids(dialect, table.c.zoho_id),
+    )
+
+
+@functools.cache
+def _release_statement(dialect: str) -> Any:
+    condition = _of_entity(_WAITS, dialect)
+    return delete(_WAITS).where(condition).returning(_WAITS.c.parked_id, _WAITS.c.zoho_id)
+
+
+@functools.cache
+def _parked_versions_query(dialect: str) -> Any:
+    columns = (_PARKED.c.zoho_id, _PARKED.c.parked_at, _PARKED.c.zoho_modified_time)
+    return select(*columns).where(_of_entity(_PARKED, dialect))
+
+
+@functools.cache
+def _unpark_statement(dialect: str) -> Any:
+    return delete(_PARKED).where(_of_entity(_PARKED, dialect))
 
 
 def park(

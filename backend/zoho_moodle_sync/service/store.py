@@ -7,12 +7,14 @@ handed back by `release_parked` once those dependencies are stored. Flushes, nev
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Select,
     Table,
     bindparam,
     case,
@@ -39,7 +41,7 @@ from zoho_moodle_sync.service.outcomes import (
     stale,
 )
 from zoho_moodle_sync.service.parking import park, parked_versions, unpark
-from zoho_moodle_sync.service.sql import among, chunks
+from zoho_moodle_sync.service.sql import among_ids, chunks, dialect_of
 from zoho_moodle_sync.stages import MappedRecord
 
 
@@ -179,20 +181,40 @@ def _latest(*times: datetime | None) -> datetime | None:
     return max(known) if known else None
 
 
+@functools.cache
+def _stored_versions_query(table: Table, dialect: str) -> Select[Any]:
+    return select(
+        table.c.zoho_id,
+        table.c.fingerprint,
+        table.c.zoho_modified_time,
+        table.c.deleted_at.is_not(None),
+        table.c.warnings,
+    ).where(table.c.tenant_id == bindparam("tenant_id"), among_ids(dialect, table.c.zoho_id))
+
+
+@functools.cache
+def _ids_query(table: Table, dialect: str) -> Select[Any]:
+    """The ids of `ids` stored for the tenant."""
+    return select(table.c.zoho_id).where(
+        table.c.tenant_id == bindparam("tenant_id"), among_ids(dialect, table.c.zoho_id)
+    )
+
+
+@functools.cache
+def _data_query(table: Table, dialect: str) -> Select[Any]:
+    """The stored mapped data of `ids`."""
+    return select(table.c.zoho_id, table.c.data).where(
+        table.c.tenant_id == bindparam("tenant_id"), among_ids(dialect, table.c.zoho_id)
+    )
+
+
 def _stored_versions(
     session: Session, table: Table, tenant_id: int, ids: Sequence[str]
 ) -> dict[str, _Stored]:
     found: dict[str, _Stored] = {}
+    query = _stored_versions_query(table, dialect_of(session))
     for chunk in chunks(ids):
-        rows = session.execute(
-            select(
-                table.c.zoho_id,
-                table.c.fingerprint,
-                table.c.zoho_modified_time,
-                table.c.deleted_at.is_not(None),
-                table.c.warnings,
-            ).where(table.c.tenant_id == tenant_id, among(session, table.c.zoho_id, chunk))
-        )
+        rows = session.execute(query, {"tenant_id": tenant_id, "ids": list(chunk)})
         for zoho_id, digest, modified, deleted, warnings in rows:
             found[zoho_id] = _Stored(digest, modified, deleted=bool(deleted), warnings=warnings)
     return found
@@ -211,16 +233,10 @@ def _present_dependencies(
         ids.update(v for _, item in valid if (v := item.data.get(dep.name)))
     present: dict[str, set[str]] = {}
     for entity, ids in wanted.items():
-        table = ENTITY_TABLES[entity]
+        query = _ids_query(ENTITY_TABLES[entity], dialect_of(session))
         found = present.setdefault(entity, set())
         for chunk in chunks(sorted(ids)):
-            found.update(
-                session.scalars(
-                    select(table.c.zoho_id).where(
-                        table.c.tenant_id == tenant_id, among(session, table.c.zoho_id, chunk)
-                    )
-                )
-            )
+            found.update(session.scalars(query, {"tenant_id": tenant_id, "ids": list(chunk)}))
     return present
 
 
@@ -253,12 +269,9 @@ def _fill_changes(
     """
     unread = list(dict.fromkeys(item.zoho_id for _, item, before in pending if before is None))
     stored: dict[str, dict[str, Any]] = {}
+    query = _data_query(table, dialect_of(session))
     for chunk in chunks(unread):
-        rows = session.execute(
-            select(table.c.zoho_id, table.c.data).where(
-                table.c.tenant_id == tenant_id, among(session, table.c.zoho_id, chunk)
-            )
-        )
+        rows = session.execute(query, {"tenant_id": tenant_id, "ids": list(chunk)})
         stored.update((zoho_id, data) for zoho_id, data in rows)
     for result, item, before in pending:
         old = before if before is not None else stored.get(item.zoho_id, {})
