@@ -182,28 +182,10 @@ def _latest(*times: datetime | None) -> datetime | None:
 
 
 @functools.cache
-def _stored_versions_query(table: Table, dialect: str) -> Select[Any]:
-    return select(
-        table.c.zoho_id,
-        table.c.fingerprint,
-        table.c.zoho_modified_time,
-        table.c.deleted_at.is_not(None),
-        table.c.warnings,
-    ).where(table.c.tenant_id == bindparam("tenant_id"), among_ids(dialect, table.c.zoho_id))
-
-
-@functools.cache
-def _ids_query(table: Table, dialect: str) -> Select[Any]:
-    """The ids of `ids` stored for the tenant."""
-    return select(table.c.zoho_id).where(
-        table.c.tenant_id == bindparam("tenant_id"), among_ids(dialect, table.c.zoho_id)
-    )
-
-
-@functools.cache
-def _data_query(table: Table, dialect: str) -> Select[Any]:
-    """The stored mapped data of `ids`."""
-    return select(table.c.zoho_id, table.c.data).where(
+def _among_stored(table: Table, dialect: str, columns: tuple[str, ...]) -> Select[Any]:
+    """`columns` of the tenant's stored rows whose Zoho id is among `ids` (the parameters
+    `tenant_id` and `ids`); built once per table, database and columns."""
+    return select(*(table.c[name] for name in columns)).where(
         table.c.tenant_id == bindparam("tenant_id"), among_ids(dialect, table.c.zoho_id)
     )
 
@@ -212,11 +194,14 @@ def _stored_versions(
     session: Session, table: Table, tenant_id: int, ids: Sequence[str]
 ) -> dict[str, _Stored]:
     found: dict[str, _Stored] = {}
-    query = _stored_versions_query(table, dialect_of(session))
+    columns = ("zoho_id", "fingerprint", "zoho_modified_time", "deleted_at", "warnings")
+    query = _among_stored(table, dialect_of(session), columns)
     for chunk in chunks(ids):
         rows = session.execute(query, {"tenant_id": tenant_id, "ids": list(chunk)})
-        for zoho_id, digest, modified, deleted, warnings in rows:
-            found[zoho_id] = _Stored(digest, modified, deleted=bool(deleted), warnings=warnings)
+        for zoho_id, digest, modified, deleted_at, warnings in rows:
+            found[zoho_id] = _Stored(
+                digest, modified, deleted=deleted_at is not None, warnings=warnings
+            )
     return found
 
 
@@ -233,7 +218,7 @@ def _present_dependencies(
         ids.update(v for _, item in valid if (v := item.data.get(dep.name)))
     present: dict[str, set[str]] = {}
     for entity, ids in wanted.items():
-        query = _ids_query(ENTITY_TABLES[entity], dialect_of(session))
+        query = _among_stored(ENTITY_TABLES[entity], dialect_of(session), ("zoho_id",))
         found = present.setdefault(entity, set())
         for chunk in chunks(sorted(ids)):
             found.update(session.scalars(query, {"tenant_id": tenant_id, "ids": list(chunk)}))
@@ -269,7 +254,7 @@ def _fill_changes(
     """
     unread = list(dict.fromkeys(item.zoho_id for _, item, before in pending if before is None))
     stored: dict[str, dict[str, Any]] = {}
-    query = _data_query(table, dialect_of(session))
+    query = _among_stored(table, dialect_of(session), ("zoho_id", "data"))
     for chunk in chunks(unread):
         rows = session.execute(query, {"tenant_id": tenant_id, "ids": list(chunk)})
         stored.update((zoho_id, data) for zoho_id, data in rows)
