@@ -62,7 +62,7 @@ def append(session: Session, table: Table, rows: Sequence[Row]) -> None:
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    with _driver_cursor(connection, str(table.name)) as cursor, cursor.copy(copy_sql) as copy:
+    with _driver_cursor(connection, f"COPY {table.name}") as cursor, cursor.copy(copy_sql) as copy:
         for row in rows:
             copy.write_row(tuple(convert(row).values()))
 

@@ -119,18 +119,6 @@ def _read_back(row: Row[Any], tenant: TenantContext) -> AcceptedEvent | None:
     return AcceptedEvent(row.id, tenant, entity, event, key, nul_free=not may_hold_nul(row.body))
 
 
-def complete_webhook(
-    db: Database, accepted: AcceptedEvent, records: list[dict[str, Any]], gone: list[str]
-) -> SyncReport:
-    """Store an accepted event's records and mark the gone ones deleted, and release its
-    repeat key, in one transaction."""
-    with db.sessions.begin() as session:
-        report = _complete(session, Completion(accepted, records, gone))
-        _finish(session, [report])
-        _release(session, [accepted])
-    return report
-
-
 def complete_webhooks(db: Database, completions: Sequence[Completion]) -> list[SyncReport]:
     """Complete events of one tenant in one transaction, in the order given. Consecutive
     events that store records of one entity (a burst of webhooks) go through the pipeline as
@@ -144,7 +132,7 @@ def complete_webhooks(db: Database, completions: Sequence[Completion]) -> list[S
                 reports.append(_complete(session, run[0]))
             else:
                 reports += _complete_together(session, run)
-        _finish(session, reports)
+        finish_all(session, reports, http_status=202)
         _release(session, [c.accepted for c in completions])
     return reports
 
@@ -215,10 +203,6 @@ def _complete_together(session: Session, run: Sequence[Completion]) -> list[Sync
         reports.append(SyncReport(event_id, first.entity.key, own, freed))
         start = end
     return reports
-
-
-def _finish(session: Session, reports: Sequence[SyncReport]) -> None:
-    finish_all(session, reports, http_status=202)
 
 
 def _release(session: Session, events: Sequence[AcceptedEvent]) -> None:

@@ -160,14 +160,33 @@ def mark_rejected(
     """`known`: what the refusal came to know of the event (its `tenant_id` and `entity`, so
     that it can be replayed once the cause is fixed)."""
     with db.sessions.begin() as session:
-        set_status(
-            session,
-            event_id,
-            status="rejected",
-            http_status=error.status_code,
-            error=error.message,
-            **known,
-        )
+        mark_refused(session, event_id, error, **known)
+
+
+def mark_refused(
+    session: Session, event_id: int, error: RequestRejected, **known: int | str | None
+) -> RequestRejected:
+    """Record, in the caller's transaction, that the stored event `event_id` was refused with
+    `error` (`known`: as in `mark_rejected`); returns the error, naming the event, to raise."""
+    set_status(session, event_id, **rejected(error), **known)
+    error.event_id = event_id
+    return error
+
+
+def store_refused(
+    session: Session,
+    request: InboundRequest,
+    error: RequestRejected,
+    *,
+    tenant_id: int | None,
+    entity: str | None = None,
+) -> RequestRejected:
+    """Store the request as refused with `error`, in the caller's transaction; returns the
+    error, naming the event, to raise."""
+    error.event_id = insert_event(
+        session, request, tenant_id=tenant_id, entity=entity, **rejected(error)
+    )
+    return error
 
 
 def mark_failed(db: Database, event_id: int, error: BaseException) -> None:
@@ -182,16 +201,6 @@ def mark_failed(db: Database, event_id: int, error: BaseException) -> None:
             )
     except SQLAlchemyError:
         log.exception("could not record the failure of inbound event %s", event_id)
-
-
-def refuse(
-    db: Database, event_id: int, error: RequestRejected, **known: int | str | None
-) -> RequestRejected:
-    """Record that the stored event `event_id` was refused with `error`, and return the error,
-    naming the event, for the caller to raise."""
-    mark_rejected(db, event_id, error, **known)
-    error.event_id = event_id
-    return error
 
 
 def is_webhook(db: Database, event_id: int) -> bool:

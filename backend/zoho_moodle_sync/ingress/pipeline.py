@@ -49,6 +49,10 @@ class SyncReport:
             counts[result.outcome.value] += 1
         return {"total": len(self.results), **counts}
 
+    def event_summary(self) -> dict[str, int]:
+        """What the inbound event keeps of it: the counts, and how many records it released."""
+        return {**self.summary(), "released": len(self.released)}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
@@ -250,7 +254,7 @@ def finish(session: Session, event_id: int, report: SyncReport, *, http_status: 
         event_id,
         status="processed",
         http_status=http_status,
-        summary={**report.summary(), "released": len(report.released)},
+        summary=report.event_summary(),
     )
 
 
@@ -268,13 +272,7 @@ def finish_all(session: Session, reports: Sequence[SyncReport], *, http_status: 
             summary=bindparam("b_summary"),
             processed_at=utcnow(),
         ),
-        [
-            {
-                "b_id": report.event_id,
-                "b_summary": {**report.summary(), "released": len(report.released)},
-            }
-            for report in reports
-        ],
+        [{"b_id": report.event_id, "b_summary": report.event_summary()} for report in reports],
     )
 
 

@@ -24,8 +24,9 @@ from zoho_moodle_sync.ingress.events import (
     Answer,
     InboundRequest,
     insert_event,
-    rejected,
+    mark_refused,
     set_status,
+    store_refused,
 )
 from zoho_moodle_sync.ingress.idempotency import (
     Remembered,
@@ -59,7 +60,8 @@ class TenantResolution:
         return self.tenant.id
 
 
-_REFUSED = "missing or invalid credential"
+REFUSED_CREDENTIAL = "missing or invalid credential"
+"""What a caller without a valid credential is told, and nothing more."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def resolve(session: Session, settings: Settings, caller: Caller) -> TenantResol
     admin token acts for the tenant `X-Tenant-ID` names (the default one without it)."""
     secret = caller.secret
     if not secret:
-        return TenantResolution(None, Unauthenticated(_REFUSED))
+        return TenantResolution(None, Unauthenticated(REFUSED_CREDENTIAL))
     if credentials.same_secret(secret, settings.admin_token):
         try:
             tenant = tenants.require_active(session, caller.x_tenant_id or settings.default_tenant)
@@ -85,7 +87,7 @@ def resolve(session: Session, settings: Settings, caller: Caller) -> TenantResol
         return TenantResolution(tenants.context_of(tenant), None, admin=True, stored=tenant)
     found = credentials.tenant_for(session, secret, settings)
     if found is None:
-        return TenantResolution(None, Unauthenticated(_REFUSED))
+        return TenantResolution(None, Unauthenticated(REFUSED_CREDENTIAL))
     if caller.x_tenant_id is not None and caller.x_tenant_id != found.slug:
         # Another tenant's data: refused without saying whether that tenant exists.
         return TenantResolution(None, Forbidden("not allowed"))
@@ -108,7 +110,7 @@ def sync(
 
     def check(tenant: TenantContext | None) -> RequestRejected | None:
         if spec is None:
-            return NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+            return _unknown_entity(entity)
         if inbound.body_truncated:
             return BodyTooLarge(
                 f"Body is over the limit of {settings.max_body_bytes} bytes; split the batch"
@@ -147,6 +149,10 @@ def sync(
     return answer
 
 
+def _unknown_entity(entity: str) -> NotFound:
+    return NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+
+
 def _arrive(
     db: Database,
     settings: Settings,
@@ -168,8 +174,9 @@ def _arrive(
         }
         refusal = resolution.error or check(tenant)
         if refusal is not None:
-            refusal.event_id = insert_event(session, inbound, **stored_as, **rejected(refusal))
-            outcome: tuple[int, TenantContext, int | None] | Answer | RequestRejected = refusal
+            outcome: tuple[int, TenantContext, int | None] | Answer | RequestRejected = (
+                store_refused(session, inbound, refusal, **stored_as)
+            )
         else:
             assert tenant is not None
             event_id = insert_event(session, inbound, **stored_as)
@@ -185,9 +192,7 @@ def _arrive(
                         ttl_seconds=settings.idempotency_ttl_seconds,
                     )
                 except RequestRejected as error:
-                    set_status(session, event_id, **rejected(error))
-                    error.event_id = event_id
-                    outcome = error
+                    outcome = mark_refused(session, event_id, error)
                 else:
                     if isinstance(claimed, Remembered):
                         set_status(session, event_id, status="duplicate", http_status=None)
@@ -213,7 +218,7 @@ def delete(
 
     def check(_tenant: TenantContext | None) -> RequestRejected | None:
         if spec is None:
-            return NotFound(f"unknown entity {entity!r}; known: {', '.join(ENTITY_BY_KEY)}")
+            return _unknown_entity(entity)
         if not is_zoho_id(zoho_id):
             return NotFound(f"{zoho_id!r} is not a Zoho record id (digits)")
         return None

@@ -35,13 +35,19 @@ from zoho_moodle_sync.ingress.events import (
     copy_event,
     insert_event,
     mark_failed,
+    mark_refused,
     redact_query,
-    rejected,
     replayable,
     set_status,
+    store_refused,
 )
 from zoho_moodle_sync.ingress.idempotency import Remembered, claim, replayed, request_digest
-from zoho_moodle_sync.ingress.requests import Caller, TenantResolution, resolve
+from zoho_moodle_sync.ingress.requests import (
+    REFUSED_CREDENTIAL,
+    Caller,
+    TenantResolution,
+    resolve,
+)
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.parser import (
     WebhookEvent,
@@ -54,8 +60,6 @@ from zoho_moodle_sync.settings import Settings
 from zoho_moodle_sync.tenants import StoredTenant, TenantContext
 
 log = logging.getLogger(__name__)
-
-_UNKNOWN_CALLER = "missing or invalid credential"
 
 Decide = Callable[[Session], Answer | RequestRejected]
 """Checks a request and stores it with its outcome, in the given transaction: the answer, or
@@ -87,7 +91,7 @@ def workflow(
             query = {k: v for k, v in inbound.query.items() if k != "token"}
             parsed = read_workflow(inbound.body, inbound.content_type, module=module, query=query)
         except RequestRejected as error:
-            refused = _refused(session, inbound, error, tenant_id=tenant_id)
+            refused = store_refused(session, inbound, error, tenant_id=tenant_id)
             if tenant is not None and resolution.error is None:
                 _remember_refusal(session, settings, tenant, inbound, idempotency_key, refused)
             return refused
@@ -127,7 +131,7 @@ def notification(
                 raise
             tenant = _channel_tenant(session, settings, parsed, resolution, caller.x_tenant_id)
         except RequestRejected as error:
-            return _refused(session, inbound, error, tenant_id=None)
+            return store_refused(session, inbound, error, tenant_id=None)
         return _accept(session, settings, tenant, parsed, inbound, None, None)
 
     return _receive(db, inbound, decide)
@@ -151,21 +155,6 @@ def _receive(db: Database, inbound: InboundRequest, decide: Decide) -> Answer:
     return outcome
 
 
-def _refused(
-    session: Session,
-    inbound: InboundRequest,
-    error: RequestRejected,
-    *,
-    tenant_id: int | None,
-    entity: str | None = None,
-) -> RequestRejected:
-    """Store the request as refused with `error`; returns the error, naming the event."""
-    error.event_id = insert_event(
-        session, inbound, tenant_id=tenant_id, entity=entity, **rejected(error)
-    )
-    return error
-
-
 def _accept(
     session: Session,
     settings: Settings,
@@ -186,13 +175,13 @@ def _accept(
             f"module {parsed.module!r} is not one this tenant syncs",
             details=[{"field": "module", "message": "unknown"}],
         )
-        return _refused(session, inbound, unknown, tenant_id=caller_tenant_id)
+        return store_refused(session, inbound, unknown, tenant_id=caller_tenant_id)
     fetches = parsed.operation != "delete" and not parsed.records
     if fetches and tenants.zoho_credentials(stored, settings) is None:
         # The refusal names the event to replay once credentials are set: stored, then told.
         event_id = insert_event(session, inbound, tenant_id=tenant.id, entity=spec.key)
         cannot = _cannot_fetch(event_id)
-        return _refuse_accepted(session, event_id, tenant.id, cannot, entity=spec.key)
+        return mark_refused(session, event_id, cannot, tenant_id=tenant.id, entity=spec.key)
     key, fingerprint = repeat_key(
         inbound.method, inbound.route, inbound.query, inbound.body, idempotency_key
     )
@@ -225,9 +214,9 @@ def _accept(
             # The same body while the first is still being answered: one is processed.
             _not_accepted(session, event_id, caller_tenant_id, status="duplicate", http_status=None)
             return Answer.json({"event_id": event_id, "status": "duplicate"}, 202)
-        return _refuse_accepted(session, event_id, caller_tenant_id, error)
+        return mark_refused(session, event_id, error, tenant_id=caller_tenant_id, entity=None)
     except RequestRejected as error:
-        return _refuse_accepted(session, event_id, caller_tenant_id, error)
+        return mark_refused(session, event_id, error, tenant_id=caller_tenant_id, entity=None)
     if isinstance(claimed, Remembered):
         _not_accepted(session, event_id, caller_tenant_id, status="duplicate", http_status=None)
         return replayed(claimed)
@@ -238,30 +227,11 @@ def _accept(
     return answer
 
 
-def _not_accepted(
-    session: Session,
-    event_id: int,
-    tenant_id: int | None,
-    *,
-    entity: str | None = None,
-    **values: Any,
-) -> None:
-    """An event stored as accepted turned out to be a repeat or refused: as it would have been
-    stored had that been known first (by default no entity, and the caller's tenant)."""
-    set_status(session, event_id, tenant_id=tenant_id, entity=entity, **values)
-
-
-def _refuse_accepted(
-    session: Session,
-    event_id: int,
-    tenant_id: int | None,
-    error: RequestRejected,
-    *,
-    entity: str | None = None,
-) -> RequestRejected:
-    _not_accepted(session, event_id, tenant_id, entity=entity, **rejected(error))
-    error.event_id = event_id
-    return error
+def _not_accepted(session: Session, event_id: int, tenant_id: int | None, **values: Any) -> None:
+    """An event stored as accepted turned out to be a repeat: as it would have been stored had
+    that been known first (no entity, and the caller's tenant). A refusal found this late is
+    stored the same way, by `mark_refused`."""
+    set_status(session, event_id, tenant_id=tenant_id, entity=None, **values)
 
 
 def _cannot_fetch(event_id: int | None) -> Unprocessable:
@@ -326,7 +296,7 @@ def _channel_tenant(
 
 
 def _refusal(caller: TenantResolution) -> RequestRejected:
-    return caller.error or Unauthenticated(_UNKNOWN_CALLER)
+    return caller.error or Unauthenticated(REFUSED_CREDENTIAL)
 
 
 def repeat_key(

@@ -212,7 +212,7 @@ def _what_to_store(work: _Work, event: AcceptedEvent) -> Completion | Verdict:
 
 def _store_one(db: Database, completion: Completion) -> Verdict:
     try:
-        accepted.complete_webhook(db, completion.accepted, completion.records, completion.gone)
+        accepted.complete_webhooks(db, [completion])
     except ConfigurationError as error:
         return Verdict("dead", str(error), "configuration_error")
     except Exception as error:  # a defect: retried, and shown on the job and the event

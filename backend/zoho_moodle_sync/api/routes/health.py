@@ -72,15 +72,16 @@ async def _answer(db: Database, check: SchemaCheck, *, fresh: bool) -> Response:
             503,
         )
     current = revision == migrate.head_revision()
+    ready = current or not fresh  # only readiness waits for the schema
     return json_response(
         {
-            "status": "ok" if current or not fresh else "schema_behind",
+            "status": "ok" if ready else "schema_behind",
             "database": db.engine.dialect.name,
             "schema": revision,
             "schema_current": current,
             "version": __version__,
         },
-        200 if current or not fresh else 503,
+        200 if ready else 503,
     )
 
 
