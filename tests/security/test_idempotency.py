@@ -224,6 +224,27 @@ def test_a_webhook_idempotency_key_replays_the_first_answer_and_refuses_another_
     assert outcomes(db) == [("students", student["id"], "NEW")]
 
 
+def test_a_webhook_key_remembers_the_answer_given_and_once_expired_is_new_again(
+    client: TestClient, db: Database
+) -> None:
+    student = StudentRecordFactory(Program=None)
+    key = {"Idempotency-Key": "zoho-rule-17-run-5"}
+
+    first = client.post("/v1/webhooks/zoho", json=merge_fields(student), headers=key)
+    with db.sessions() as session:
+        remembered = session.scalars(select(IdempotentRequest)).one()
+        assert (remembered.status_code, remembered.body) == (202, first.content)
+    expire_every_key(db)
+    edited = later_version(student, First_Name="Renamed")
+    after_expiry = client.post("/v1/webhooks/zoho", json=merge_fields(edited), headers=key)
+
+    assert first.json()["status"] == after_expiry.json()["status"] == "accepted"
+    assert REPLAYED not in after_expiry.headers
+    assert after_expiry.json()["event_id"] > first.json()["event_id"]
+    assert [e.status for e in events(db)] == ["processed", "processed"]
+    assert [o for _, _, o in outcomes(db)] == ["NEW", "UPDATED"]
+
+
 def test_the_same_webhook_body_without_a_key_is_processed_once_per_tenant(
     client: TestClient, db: Database
 ) -> None:

@@ -111,35 +111,39 @@ def insert_event(
 ) -> int:
     """Store the raw request in the caller's transaction, with its status when it is already
     decided (`outcome`: `http_status`, `error`); returns its id."""
+    values = event_row(request, tenant_id=tenant_id, entity=entity, status=status, **outcome)
+    event_id: int = session.connection().execute(_INSERT_EVENT, values).scalar_one()
+    return event_id
+
+
+def event_row(
+    request: InboundRequest,
+    *,
+    tenant_id: int | None,
+    entity: str | None,
+    status: str = "received",
+    **outcome: Any,
+) -> dict[str, Any]:
+    """The columns `insert_event` stores of a request."""
     if status not in ("received", "accepted"):
         outcome.setdefault("processed_at", utcnow())
-    event_id: int = (
-        session.connection()
-        .execute(
-            _INSERT_EVENT,
-            {
-                "tenant_id": tenant_id,
-                "received_at": utcnow(),
-                "source": request.source,
-                "method": request.method,
-                "route": clean(request.route, 300),
-                "entity": entity,
-                "content_type": clean(request.content_type, 200) if request.content_type else None,
-                "query": redact_query(request.query),
-                "headers": kept_headers(request.headers),
-                "body": request.body,
-                "body_size": request.body_size
-                if request.body_size is not None
-                else len(request.body),
-                "body_sha256": hashlib.sha256(request.body).hexdigest(),
-                "body_truncated": request.body_truncated,
-                "status": status,
-                **outcome,
-            },
-        )
-        .scalar_one()
-    )
-    return event_id
+    return {
+        "tenant_id": tenant_id,
+        "received_at": utcnow(),
+        "source": request.source,
+        "method": request.method,
+        "route": clean(request.route, 300),
+        "entity": entity,
+        "content_type": clean(request.content_type, 200) if request.content_type else None,
+        "query": redact_query(request.query),
+        "headers": kept_headers(request.headers),
+        "body": request.body,
+        "body_size": request.body_size if request.body_size is not None else len(request.body),
+        "body_sha256": hashlib.sha256(request.body).hexdigest(),
+        "body_truncated": request.body_truncated,
+        "status": status,
+        **outcome,
+    }
 
 
 def set_status(session: Session, event_id: int, **values: Any) -> None:

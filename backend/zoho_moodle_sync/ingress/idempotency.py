@@ -57,11 +57,15 @@ def begin(
 
 
 def check_key(key: str) -> None:
-    if not key or len(key) > MAX_KEY_LENGTH:
+    if not usable_key(key):
         raise Unprocessable(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
             details=[{"field": "Idempotency-Key", "message": "bad length"}],
         )
+
+
+def usable_key(key: str) -> bool:
+    return 0 < len(key) <= MAX_KEY_LENGTH
 
 
 def claim(
@@ -79,17 +83,14 @@ def claim(
     otherwise the key is `running` until `finish`. A concurrent first claim of the key is waited
     for (PostgreSQL) or queued behind (SQLite), so its answer is replayed rather than redone."""
     check_key(key)
-    now = utcnow()
-    values = {
-        "tenant_id": tenant_id,
-        "key": key,
-        "request_sha256": fingerprint,
-        "state": "running" if answer is None else "done",
-        "status_code": None if answer is None else answer.status_code,
-        "body": None if answer is None else answer.body,
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=ttl_seconds),
-    }
+    values = key_row(
+        tenant_id=tenant_id,
+        key=key,
+        fingerprint=fingerprint,
+        ttl_seconds=ttl_seconds,
+        answer=answer,
+    )
+    now = values["created_at"]
     connection = session.connection()
     statement = _CLAIMS[connection.dialect.name]
     for _ in range(3):
@@ -106,6 +107,23 @@ def claim(
             continue
         return _repeat(existing, fingerprint)
     raise Conflict("the request with this Idempotency-Key is still being processed")
+
+
+def key_row(
+    *, tenant_id: int, key: str, fingerprint: str, ttl_seconds: float, answer: Answer | None
+) -> dict[str, Any]:
+    """The columns `claim` stores of a key."""
+    now = utcnow()
+    return {
+        "tenant_id": tenant_id,
+        "key": key,
+        "request_sha256": fingerprint,
+        "state": "running" if answer is None else "done",
+        "status_code": None if answer is None else answer.status_code,
+        "body": None if answer is None else answer.body,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=ttl_seconds),
+    }
 
 
 def _repeat(existing: Row[Any], fingerprint: str) -> Remembered:

@@ -28,6 +28,7 @@ from zoho_moodle_sync.errors import (
     Unauthenticated,
     Unprocessable,
 )
+from zoho_moodle_sync.ingress.acceptance import AcceptedAnswer, Repeat, store_accepted
 from zoho_moodle_sync.ingress.events import (
     Answer,
     InboundRequest,
@@ -41,7 +42,12 @@ from zoho_moodle_sync.ingress.events import (
     set_status,
     store_refused,
 )
-from zoho_moodle_sync.ingress.idempotency import Remembered, claim, replayed, request_digest
+from zoho_moodle_sync.ingress.idempotency import (
+    Remembered,
+    claim,
+    replayed,
+    request_digest,
+)
 from zoho_moodle_sync.ingress.requests import (
     REFUSED_CREDENTIAL,
     Caller,
@@ -186,20 +192,30 @@ def _accept(
         inbound.method, inbound.route, inbound.query, inbound.body, idempotency_key
     )
     ttl = settings.idempotency_ttl_seconds if idempotency_key else settings.webhook_repeat_seconds
-    event_id = insert_event(
-        session, inbound, tenant_id=tenant.id, entity=spec.key, status="accepted", http_status=202
-    )
-    answer = Answer.json(
+    accepted = AcceptedAnswer(
         {
-            "event_id": event_id,
             "status": "accepted",
             "entity": spec.key,
             "module": parsed.module,
             "operation": parsed.operation,
             "ids": parsed.ids,
-        },
-        202,
+        }
     )
+    # Id-only events wait a moment, so that those arriving close together share one fetch.
+    delay = settings.webhook_fetch_window_seconds if fetches else 0.0
+    due_at = utcnow() + timedelta(seconds=delay) if delay else None
+    event_id, claimed_at_once = store_accepted(
+        session,
+        inbound,
+        tenant_id=tenant.id,
+        entity=spec.key,
+        repeat=Repeat(key, fingerprint, ttl),
+        answer=accepted,
+        due_at=due_at,
+    )
+    if claimed_at_once:
+        return accepted.answer(event_id)
+    answer = accepted.answer(event_id)
     try:
         claimed = claim(
             session,
@@ -220,9 +236,6 @@ def _accept(
     if isinstance(claimed, Remembered):
         _not_accepted(session, event_id, caller_tenant_id, status="duplicate", http_status=None)
         return replayed(claimed)
-    # Id-only events wait a moment, so that those arriving close together share one fetch.
-    delay = settings.webhook_fetch_window_seconds if fetches else 0.0
-    due_at = utcnow() + timedelta(seconds=delay) if delay else None
     queue.enqueue_webhook(session, tenant_id=tenant.id, event_id=event_id, due_at=due_at)
     return answer
 

@@ -118,21 +118,25 @@ def enqueue_webhook(
     session: Session, *, tenant_id: int, event_id: int, due_at: datetime | None = None
 ) -> None:
     """The job that completes an accepted webhook event."""
+    session.connection().execute(_INSERT_JOB, webhook_job(tenant_id, event_id, due_at))
+
+
+def webhook_job(tenant_id: int, event_id: int | None, due_at: datetime | None) -> dict[str, Any]:
+    """The columns of the job `enqueue_webhook` stores (`event_id` None: left to the caller)."""
     now = utcnow()
-    session.connection().execute(
-        _INSERT_JOB,
-        {
-            "kind": JobKind.WEBHOOK.value,
-            "tenant_id": tenant_id,
-            "event_id": event_id,
-            "state": JobState.PENDING.value,
-            "attempts": 0,
-            "due_at": due_at or now,
-            "confirmed": False,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    row = {
+        "kind": JobKind.WEBHOOK.value,
+        "tenant_id": tenant_id,
+        "state": JobState.PENDING.value,
+        "attempts": 0,
+        "due_at": due_at or now,
+        "confirmed": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if event_id is not None:
+        row["event_id"] = event_id
+    return row
 
 
 def ensure_scheduled(
