@@ -25,6 +25,7 @@ from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import OPEN_CONDITION, OPEN_STATES, Job, JobKind, JobState
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import DELIVERED_KEYS
+from zoho_moodle_sync.service.sql import chunks
 from zoho_moodle_sync.settings import Settings
 
 VerdictKind = Literal["done", "wait", "retry", "relink", "dead", "hold", "release", "again"]
@@ -217,7 +218,7 @@ def claim(
     now = utcnow()
     with db.sessions.begin() as session:
         locking = session.get_bind().dialect.name == "postgresql"
-        query = select(Job).where(Job.kind == kind.value, due_condition(now))
+        query = select(*_CLAIMED).where(Job.kind == kind.value, due_condition(now))
         if tenant_id is not None:
             query = query.where(Job.tenant_id == tenant_id)
         if event_id is not None:
@@ -225,9 +226,9 @@ def claim(
         query = query.order_by(Job.id).limit(limit)
         if locking:
             query = query.with_for_update(skip_locked=True)
-        jobs = list(session.scalars(query))
+        jobs = list(session.execute(query))
         if jobs and early_seconds > 0 and event_id is None and len(jobs) < limit:
-            soon = select(Job).where(
+            soon = select(*_CLAIMED).where(
                 Job.kind == kind.value,
                 Job.state == JobState.PENDING,
                 Job.due_at > now,
@@ -237,30 +238,51 @@ def claim(
             soon = soon.order_by(Job.id).limit(limit - len(jobs))
             if locking:
                 soon = soon.with_for_update(skip_locked=True)
-            jobs.extend(session.scalars(soon))
+            jobs.extend(session.execute(soon))
         busy = _keys_running_elsewhere(session, jobs, now) if kind is JobKind.DELIVER else set()
-        claimed = []
-        for job in jobs:
-            if job.key is not None and job.key in busy:
-                continue  # one worker at a time per record: changes reach Moodle in order
-            job.state = JobState.RUNNING.value
-            job.claimed_by = worker_id
-            job.lease_until = now + timedelta(seconds=lease_seconds)
-            job.updated_at = now
-            claimed.append(
-                Claimed(
-                    job.id,
-                    job.kind,
-                    job.tenant_id,
-                    job.entity,
-                    job.zoho_id,
-                    job.action,
-                    job.event_id,
-                    job.attempts,
-                    job.confirmed,
+        # one worker at a time per record: changes reach Moodle in order
+        claimed = [
+            Claimed(
+                job.id,
+                job.kind,
+                job.tenant_id,
+                job.entity,
+                job.zoho_id,
+                job.action,
+                job.event_id,
+                job.attempts,
+                job.confirmed,
+            )
+            for job in jobs
+            if job.key is None or job.key not in busy
+        ]
+        for ids in chunks([job.id for job in claimed]):
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(ids))
+                .values(
+                    state=JobState.RUNNING.value,
+                    claimed_by=worker_id,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    updated_at=now,
                 )
             )
         return claimed
+
+
+_CLAIMED = (
+    Job.id,
+    Job.kind,
+    Job.tenant_id,
+    Job.entity,
+    Job.zoho_id,
+    Job.action,
+    Job.event_id,
+    Job.attempts,
+    Job.confirmed,
+    Job.key,
+)
+"""The columns of a job a claim reads."""
 
 
 def still_arriving(
@@ -288,8 +310,8 @@ def still_arriving(
     return not quiet and not waited_enough
 
 
-def _keys_running_elsewhere(session: Session, jobs: Sequence[Job], now: datetime) -> set[str]:
-    """Keys of `jobs` that another live job is being worked on for."""
+def _keys_running_elsewhere(session: Session, jobs: Sequence[Any], now: datetime) -> set[str]:
+    """Keys of `jobs` (rows with `id` and `key`) that another live job is being worked on for."""
     keys = {job.key for job in jobs if job.key is not None}
     if not keys:
         return set()
