@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, event, or_, select, update
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
@@ -96,6 +99,7 @@ def rotate(
 
 def expire_current(session: Session, tenant: Tenant, *, overlap: timedelta, kind: str) -> None:
     ends = utcnow() + overlap
+    session.info[_CHANGED] = True
     session.execute(
         update(TenantCredential)
         .where(
@@ -149,6 +153,15 @@ def tenant_for(
     wanted = digest(presented)
     now = utcnow()
     by_setting = kind == "webhook" and same_secret(presented, settings.webhook_secret)
+    recent_key = (wanted, kind, settings.default_tenant if by_setting else None)
+    with _recent_lock:
+        remembered = _recent.setdefault(session.get_bind().engine, {})
+    recent = remembered.get(recent_key)
+    if recent is not None:
+        until, until_time, tenant = recent
+        if time.monotonic() < until and (until_time is None or now < until_time):
+            return tenant
+        remembered.pop(recent_key, None)
     query = _TENANT_BY_SECRET_OR_SETTING if by_setting else _TENANT_BY_SECRET
     rows = session.connection().execute(
         query, {"digest": wanted, "kind": kind, "default_slug": settings.default_tenant}
@@ -168,7 +181,47 @@ def tenant_for(
         chosen = default
     if chosen is None or chosen.disabled_at is not None:
         return None
-    return CallingTenant(chosen.id, chosen.slug, chosen.config)
+    tenant = CallingTenant(chosen.id, chosen.slug, chosen.config)
+    if len(remembered) >= _RECENT_MAX:
+        remembered.clear()
+    expires_at = chosen.expires_at if chosen.secret_sha256 is not None else None
+    remembered[recent_key] = (time.monotonic() + RECENT_SECONDS, expires_at, tenant)
+    return tenant
+
+
+RECENT_SECONDS = 1.0
+"""How long a process trusts a credential it has just found valid without looking it up again:
+a burst of webhooks costs one look-up a second instead of one each. A credential revoked, a
+tenant disabled or reconfigured in another process takes effect within this time; in the
+process that committed the change, at once (`_forget_recent`). Refusals are never remembered."""
+
+_RECENT_MAX = 1024
+_Remembered = dict[tuple[str, str, str | None], tuple[float, datetime | None, CallingTenant]]
+_recent: weakref.WeakKeyDictionary[Engine, _Remembered] = weakref.WeakKeyDictionary()
+"""Per database: (digest, kind, the default tenant when the secret is WEBHOOK_SECRET) ->
+(until, in the process's monotonic time; the credential's own expiry; the tenant)."""
+_recent_lock = threading.Lock()
+_CHANGED = "zms.credentials_changed"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changes(session: Session, _context: Any) -> None:
+    changed = (*session.new, *session.dirty, *session.deleted)
+    if any(isinstance(row, Tenant | TenantCredential) for row in changed):
+        session.info[_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_recent(session: Session) -> None:
+    if session.info.pop(_CHANGED, False):
+        with _recent_lock:
+            for remembered in _recent.values():
+                remembered.clear()
+
+
+@event.listens_for(Session, "after_rollback")
+def _keep_recent(session: Session) -> None:
+    session.info.pop(_CHANGED, None)
 
 
 def _tenant_by_secret(*, or_setting: bool) -> Any:

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
 from tests.conftest import AUTH, TEST_SECRET, sync, tenant_with_secret
@@ -44,7 +44,7 @@ from zoho_moodle_sync.api.app import create_app
 from zoho_moodle_sync.cli import app as cli_app
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import Job
-from zoho_moodle_sync.db.models import InboundEvent
+from zoho_moodle_sync.db.models import InboundEvent, Tenant
 from zoho_moodle_sync.db.security import TenantCredential
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings, get_settings
@@ -457,6 +457,62 @@ def test_a_revoked_secret_stops_at_once_and_the_others_go_on(
     assert bare.get("/v1/jobs", headers={"Authorization": f"Bearer {revoked}"}).status_code == 401
     assert bare.get("/v1/jobs", params={"token": revoked}).status_code == 401
     assert bare.get("/v1/jobs", headers={"Authorization": f"Bearer {kept}"}).status_code == 200
+
+
+def test_a_secret_revoked_by_another_process_stops_within_a_second(
+    bare: TestClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beta = tenant_with_secret(db, OTHER_TENANT)
+    assert bare.get("/v1/jobs", headers=beta).status_code == 200
+    # Another process's commit: nothing in this one hears of it.
+    with db.engine.begin() as connection:
+        connection.execute(update(TenantCredential).values(revoked_at=utcnow()))
+
+    remembered = bare.get("/v1/jobs", headers=beta)
+    clock = credentials.time.monotonic
+    monkeypatch.setattr(credentials.time, "monotonic", lambda: clock() + credentials.RECENT_SECONDS)
+    later = bare.get("/v1/jobs", headers=beta)
+
+    assert credentials.RECENT_SECONDS <= 1
+    assert remembered.status_code == 200
+    assert later.status_code == 401
+
+
+def test_a_remembered_secret_is_refused_the_moment_it_expires(
+    bare: TestClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beta = tenant_with_secret(db, OTHER_TENANT)
+    ends = utcnow() + timedelta(minutes=5)
+    with db.sessions.begin() as session:
+        session.execute(update(TenantCredential).values(expires_at=ends))
+    assert bare.get("/v1/jobs", headers=beta).status_code == 200
+
+    monkeypatch.setattr(credentials, "utcnow", lambda: ends + timedelta(seconds=1))
+
+    assert bare.get("/v1/jobs", headers=beta).status_code == 401
+
+
+def test_a_refused_secret_is_not_remembered(bare: TestClient, db: Database) -> None:
+    secret = credentials.new_secret()
+    refused = bare.get("/v1/jobs", headers={"Authorization": f"Bearer {secret}"})
+    with db.engine.begin() as connection:  # added by another process
+        tenant_id = connection.execute(
+            select(Tenant.id).where(Tenant.slug == "default")
+        ).scalar_one()
+        connection.execute(
+            insert(TenantCredential).values(
+                tenant_id=tenant_id,
+                kind="webhook",
+                label="new",
+                hint=secret[:8],
+                secret_sha256=credentials.digest(secret),
+                created_at=utcnow(),
+            )
+        )
+
+    accepted = bare.get("/v1/jobs", headers={"Authorization": f"Bearer {secret}"})
+
+    assert (refused.status_code, accepted.status_code) == (401, 200)
 
 
 def test_a_channel_token_opens_nothing_but_notifications(bare: TestClient, db: Database) -> None:

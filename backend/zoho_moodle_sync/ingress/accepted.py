@@ -19,7 +19,7 @@ from zoho_moodle_sync.ingress.idempotency import release_keys
 from zoho_moodle_sync.ingress.pipeline import (
     SyncReport,
     delete_records,
-    finish_all,
+    finish,
     process_records,
 )
 from zoho_moodle_sync.ingress.webhooks import repeat_key
@@ -132,7 +132,7 @@ def complete_webhooks(db: Database, completions: Sequence[Completion]) -> list[S
                 reports.append(_complete(session, run[0]))
             else:
                 reports += _complete_together(session, run)
-        finish_all(session, reports, http_status=202)
+        finish(session, reports, http_status=202)
         _release(session, [c.accepted for c in completions])
     return reports
 

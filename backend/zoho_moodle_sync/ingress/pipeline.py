@@ -22,7 +22,6 @@ from zoho_moodle_sync.ingress.events import (
     mark_failed,
     mark_rejected,
     replayable,
-    set_status,
 )
 from zoho_moodle_sync.jobs import queue
 from zoho_moodle_sync.mapper import map_record
@@ -90,7 +89,7 @@ def run_sync(
                 nul_free=not parser.may_hold_nul(body),
             )
             report = SyncReport(event_id, entity.key, results, released)
-            finish(session, event_id, report)
+            finish(session, [report])
             return report
     except Exception as error:
         mark_failed(db, event_id, error)
@@ -113,7 +112,7 @@ def run_delete(
                 session, tenant=tenant, entity=entity, zoho_ids=zoho_ids, event_id=event_id
             )
             report = SyncReport(event_id, entity.key, results)
-            finish(session, event_id, report)
+            finish(session, [report])
             return report
     except Exception as error:
         mark_failed(db, event_id, error)
@@ -247,33 +246,36 @@ def _run_released(
     return released
 
 
-def finish(session: Session, event_id: int, report: SyncReport, *, http_status: int = 200) -> None:
-    """Record that an event was processed, with its summary."""
-    set_status(
-        session,
-        event_id,
+def finish(session: Session, reports: Sequence[SyncReport], *, http_status: int = 200) -> None:
+    """Record that events were processed, each with its summary, in one statement."""
+    if reports:
+        now = utcnow()
+        session.connection().execute(
+            _FINISH,
+            [
+                {
+                    "b_id": r.event_id,
+                    "b_http_status": http_status,
+                    "b_summary": r.event_summary(),
+                    "b_at": now,
+                }
+                for r in reports
+            ],
+        )
+
+
+_EVENTS = cast(Table, InboundEvent.__table__)
+_FINISH = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("b_id"))
+    .values(
         status="processed",
-        http_status=http_status,
-        summary=report.event_summary(),
+        http_status=bindparam("b_http_status"),
+        summary=bindparam("b_summary"),
+        processed_at=bindparam("b_at"),
     )
-
-
-def finish_all(session: Session, reports: Sequence[SyncReport], *, http_status: int = 200) -> None:
-    """`finish` for many events, in one statement."""
-    if not reports:
-        return
-    events = cast(Table, InboundEvent.__table__)
-    session.execute(
-        update(events)
-        .where(events.c.id == bindparam("b_id"))
-        .values(
-            status="processed",
-            http_status=http_status,
-            summary=bindparam("b_summary"),
-            processed_at=utcnow(),
-        ),
-        [{"b_id": report.event_id, "b_summary": report.event_summary()} for report in reports],
-    )
+)
+"""Built once: it runs for every request."""
 
 
 def sweep_parked(db: Database, tenant: TenantContext) -> list[RecordResult]:

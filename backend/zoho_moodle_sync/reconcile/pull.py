@@ -339,7 +339,7 @@ def _account(
 ) -> None:
     report.note(results, catching_up=catching_up)
     summary = pipeline.SyncReport(event_id, spec.key, results, released)
-    pipeline.finish(session, event_id, summary)
+    pipeline.finish(session, [summary])
 
 
 def _advance(

@@ -1,8 +1,8 @@
 """The worker: one loop that runs every kind of background work from the queue. Each round it
 makes sure the periodic jobs are queued, completes accepted webhooks (which store records and
 queue their delivery), runs due upkeep, delivers to Moodle, and runs the due catch-up from Zoho
-and drift check of Moodle. Any number of workers may run
-against PostgreSQL; SQLite gets one, inside `serve`.
+and drift check of Moodle (upkeep and reconciliation are looked for at most once per poll
+interval). Any number of workers may run against PostgreSQL; SQLite gets one, inside `serve`.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class Worker:
         self._zoho_http = zoho_http
         self._stopping = asyncio.Event()
         self._scheduled_at: float | None = None
+        self._periodic_at: float | None = None
         self._deliveries = Deliveries(
             db, settings, worker_id=self.worker_id, stopping=self._stopping
         )
@@ -81,7 +82,7 @@ class Worker:
         total = 0
         async with self._clients() as (http, zoho_http):
             for _ in range(max_rounds):
-                settled = await self._run_once(http, zoho_http, coalesce=False)
+                settled = await self._run_once(http, zoho_http, draining=True)
                 total += settled
                 if not settled:
                     break
@@ -97,21 +98,28 @@ class Worker:
             yield self._http or own_moodle, self._zoho_http or own_zoho
 
     async def _run_once(
-        self, http: httpx.AsyncClient, zoho_http: httpx.AsyncClient, *, coalesce: bool = True
+        self, http: httpx.AsyncClient, zoho_http: httpx.AsyncClient, *, draining: bool = False
     ) -> int:
+        """One round; `draining` (`drain`): nothing waits, neither for a lull in arrivals nor
+        for the next look at periodic jobs."""
         await self._schedule()
         settled = 0
         if JobKind.WEBHOOK in self.kinds and not self._stopping.is_set():
             settled += await completion.complete_due(
                 self.db, self.settings, worker_id=self.worker_id, http=zoho_http
             )
-        if self.kinds & set(upkeep.UPKEEP_KINDS) and not self._stopping.is_set():
+        periodic = draining or self._periodic_due()
+        if periodic and self.kinds & set(upkeep.UPKEEP_KINDS) and not self._stopping.is_set():
             settled += await upkeep.run_due(
                 self.db, self.settings, worker_id=self.worker_id, kinds=self.kinds
             )
         if JobKind.DELIVER in self.kinds and not self._stopping.is_set():
-            settled += await self._deliveries.run_due(http, coalesce=coalesce)
-        if self.kinds & set(reconciling.RECONCILE_KINDS) and not self._stopping.is_set():
+            settled += await self._deliveries.run_due(http, coalesce=not draining)
+        if (
+            periodic
+            and self.kinds & set(reconciling.RECONCILE_KINDS)
+            and not self._stopping.is_set()
+        ):
             settled += await reconciling.run_due(
                 self.db,
                 self.settings,
@@ -121,6 +129,19 @@ class Worker:
                 moodle_http=http,
             )
         return settled
+
+    def _periodic_due(self) -> bool:
+        """Whether to look for due upkeep and reconciliation jobs this round: at most once per
+        `WORKER_POLL_SECONDS`. They are due minutes apart, and a worker busy with a burst of
+        webhooks or deliveries runs rounds back to back, each of which would otherwise look
+        for every kind of them again."""
+        now = time.monotonic()
+        if self._periodic_at is not None and now - self._periodic_at < (
+            self.settings.worker_poll_seconds
+        ):
+            return False
+        self._periodic_at = now
+        return True
 
     async def _schedule(self) -> None:
         """Queue the periodic jobs, now and then (each is queued once, whoever does it)."""
