@@ -81,7 +81,7 @@ def store_accepted(
         answer=Answer(202, b""),  # the body is put together in the statement
     )
     values.update({f"key_{k}": v for k, v in key.items() if k != "body"})
-    job = queue.webhook_job(tenant_id, None, due_at)
+    job = queue.webhook_job(tenant_id, due_at)
     values.update({f"job_{k}": v for k, v in job.items()})
     values["head"] = _HEAD.decode()
     values["tail"] = answer.tail().decode()
@@ -127,7 +127,7 @@ def _statement() -> Select[Any]:
         .returning(_KEYS.c.id)
         .cte("claimed")
     )
-    job_columns = list(queue.webhook_job(0, None, None))
+    job_columns = list(queue.webhook_job(0, None))
     job = insert(_JOBS).from_select(
         [*job_columns, "event_id"],
         select(

@@ -119,13 +119,14 @@ def enqueue_webhook(
     session: Session, *, tenant_id: int, event_id: int, due_at: datetime | None = None
 ) -> None:
     """The job that completes an accepted webhook event."""
-    session.connection().execute(_INSERT_JOB, webhook_job(tenant_id, event_id, due_at))
+    row = {**webhook_job(tenant_id, due_at), "event_id": event_id}
+    session.connection().execute(_INSERT_JOB, row)
 
 
-def webhook_job(tenant_id: int, event_id: int | None, due_at: datetime | None) -> dict[str, Any]:
-    """The columns of the job `enqueue_webhook` stores (`event_id` None: left to the caller)."""
+def webhook_job(tenant_id: int, due_at: datetime | None) -> dict[str, Any]:
+    """The columns of the job `enqueue_webhook` stores, but for its event."""
     now = utcnow()
-    row = {
+    return {
         "kind": JobKind.WEBHOOK.value,
         "tenant_id": tenant_id,
         "state": JobState.PENDING.value,
@@ -135,9 +136,6 @@ def webhook_job(tenant_id: int, event_id: int | None, due_at: datetime | None) -
         "created_at": now,
         "updated_at": now,
     }
-    if event_id is not None:
-        row["event_id"] = event_id
-    return row
 
 
 def ensure_scheduled(
