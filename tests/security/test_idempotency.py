@@ -245,6 +245,21 @@ def test_a_webhook_key_remembers_the_answer_given_and_once_expired_is_new_again(
     assert [o for _, _, o in outcomes(db)] == ["NEW", "UPDATED"]
 
 
+def test_a_webhook_idempotency_key_over_255_characters_is_a_422_and_the_webhook_is_kept(
+    client: TestClient, db: Database
+) -> None:
+    student = StudentRecordFactory(Program=None)
+
+    response = client.post(
+        "/v1/webhooks/zoho", json=merge_fields(student), headers={"Idempotency-Key": "k" * 256}
+    )
+
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "Idempotency-Key"
+    assert [(e.status, e.http_status) for e in events(db)] == [("rejected", 422)]
+    assert outcomes(db) == []
+
+
 def test_the_same_webhook_body_without_a_key_is_processed_once_per_tenant(
     client: TestClient, db: Database
 ) -> None:
