@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -151,6 +151,35 @@ def set_status(session: Session, event_id: int, **values: Any) -> None:
     session.execute(
         update(_EVENTS).where(_EVENTS.c.id == event_id).values(**values, processed_at=utcnow())
     )
+
+
+def mark_processed(
+    session: Session, summaries: Sequence[tuple[int, dict[str, int]]], *, http_status: int
+) -> None:
+    """Record, in the caller's transaction, that events were processed: (event id, summary)
+    each, in one statement."""
+    if summaries:
+        now = utcnow()
+        session.connection().execute(
+            _PROCESSED,
+            [
+                {"b_id": event_id, "b_http_status": http_status, "b_summary": summary, "b_at": now}
+                for event_id, summary in summaries
+            ],
+        )
+
+
+_PROCESSED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("b_id"))
+    .values(
+        status="processed",
+        http_status=bindparam("b_http_status"),
+        summary=bindparam("b_summary"),
+        processed_at=bindparam("b_at"),
+    )
+)
+"""Built once: it runs for every request."""
 
 
 def rejected(error: RequestRejected) -> dict[str, Any]:

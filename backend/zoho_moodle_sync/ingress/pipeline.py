@@ -6,20 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from zoho_moodle_sync import parser, service, tenants
-from zoho_moodle_sync.db.base import utcnow
-from zoho_moodle_sync.db.models import InboundEvent, Tenant
+from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
 from zoho_moodle_sync.errors import NotFound, RequestRejected
 from zoho_moodle_sync.ingress.events import (
     copy_event,
     mark_failed,
+    mark_processed,
     mark_rejected,
     replayable,
 )
@@ -248,34 +247,9 @@ def _run_released(
 
 def finish(session: Session, reports: Sequence[SyncReport], *, http_status: int = 200) -> None:
     """Record that events were processed, each with its summary, in one statement."""
-    if reports:
-        now = utcnow()
-        session.connection().execute(
-            _FINISH,
-            [
-                {
-                    "b_id": r.event_id,
-                    "b_http_status": http_status,
-                    "b_summary": r.event_summary(),
-                    "b_at": now,
-                }
-                for r in reports
-            ],
-        )
-
-
-_EVENTS = cast(Table, InboundEvent.__table__)
-_FINISH = (
-    update(_EVENTS)
-    .where(_EVENTS.c.id == bindparam("b_id"))
-    .values(
-        status="processed",
-        http_status=bindparam("b_http_status"),
-        summary=bindparam("b_summary"),
-        processed_at=bindparam("b_at"),
+    mark_processed(
+        session, [(r.event_id, r.event_summary()) for r in reports], http_status=http_status
     )
-)
-"""Built once: it runs for every request."""
 
 
 def sweep_parked(db: Database, tenant: TenantContext) -> list[RecordResult]:
