@@ -1,8 +1,10 @@
 """Pooled PostgreSQL connections are checked without a round trip, and one the server ended
-while it sat in the pool is replaced before anyone uses it."""
+while it sat in the pool is replaced before anyone uses it. On SQLite, batches of records take
+turns."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -51,3 +53,32 @@ def test_a_pooled_connection_the_server_ended_is_replaced_before_use(pg: Databas
         now = session.scalar(text("SELECT pg_backend_pid()"))
 
     assert now != ended
+
+
+def test_batches_take_turns_on_sqlite_and_run_side_by_side_on_postgresql(
+    db: Database, backend: str
+) -> None:
+    first_inside = threading.Event()
+    let_first_go = threading.Event()
+    second_inside = threading.Event()
+
+    def first() -> None:
+        with db.batch_turn():
+            first_inside.set()
+            let_first_go.wait(10)
+
+    def second() -> None:
+        with db.batch_turn():
+            second_inside.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert first_inside.wait(10)
+    threads[1].start()
+    entered_beside_first = second_inside.wait(0.5)
+    let_first_go.set()
+    for thread in threads:
+        thread.join(10)
+
+    assert entered_beside_first is (backend == "postgresql")
+    assert second_inside.is_set()

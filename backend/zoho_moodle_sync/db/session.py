@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +141,7 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url)
         self.sessions = make_sessionmaker(self.engine)
+        self._batch_turn = threading.Lock() if self.is_sqlite else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -149,6 +153,18 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    @contextlib.contextmanager
+    def batch_turn(self) -> Iterator[None]:
+        """On SQLite, one batch of records at a time in this process, from decoding it to
+        committing it: SQLite writes one transaction at a time anyway, and a second batch
+        decoded while the first holds the file only added its memory (docs/performance.md).
+        On PostgreSQL, batches run side by side."""
+        if self._batch_turn is None:
+            yield
+            return
+        with self._batch_turn:
+            yield
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from zoho_moodle_sync import parser, service, tenants
+from zoho_moodle_sync import memory, parser, service, tenants
 from zoho_moodle_sync.db.models import Tenant
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.entities import ENTITY_BY_KEY, EntitySpec
@@ -72,27 +72,31 @@ def run_sync(
     max_records: int,
 ) -> SyncReport:
     """Process a stored `POST /v1/sync/{entity}` body; marks the event processed or rejected."""
-    try:
-        raw_records = parser.parse_sync_body(body, content_type, max_records=max_records)
-    except RequestRejected as error:
-        mark_rejected(db, event_id, error)
-        raise
-    try:
-        with db.sessions.begin() as session:
-            results, released = process_records(
-                session,
-                tenant=tenant,
-                entity=entity,
-                raw_records=raw_records,
-                event_id=event_id,
-                nul_free=not parser.may_hold_nul(body),
-            )
-            report = SyncReport(event_id, entity.key, results, released)
-            finish(session, [report])
-            return report
-    except Exception as error:
-        mark_failed(db, event_id, error)
-        raise
+    with db.batch_turn():
+        try:
+            raw_records = parser.parse_sync_body(body, content_type, max_records=max_records)
+        except RequestRejected as error:
+            mark_rejected(db, event_id, error)
+            raise
+        try:
+            with db.sessions.begin() as session:
+                results, released = process_records(
+                    session,
+                    tenant=tenant,
+                    entity=entity,
+                    raw_records=raw_records,
+                    event_id=event_id,
+                    nul_free=not parser.may_hold_nul(body),
+                )
+                report = SyncReport(event_id, entity.key, results, released)
+                finish(session, [report])
+                return report
+        except Exception as error:
+            mark_failed(db, event_id, error)
+            raise
+        finally:
+            del raw_records
+            memory.release_after(len(body))
 
 
 def run_delete(
