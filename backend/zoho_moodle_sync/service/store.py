@@ -155,7 +155,9 @@ def apply_batch(
     }
     _upsert(session, table, tenant_id, updates, stored_by, now)
     _touch(session, table, tenant_id, to_touch)
-    unpark(session, tenant_id, spec.key, [i for i in ids if i in settled])
+    # Only what was parked when read: one parked by a concurrent transaction since then stays
+    # parked, and is run again (and found unchanged or stale) when released or swept.
+    unpark(session, tenant_id, spec.key, [i for i in ids if i in settled and i in parked_since])
     park(session, tenant_id, spec.key, to_park.values(), parked_since, now)
     record_history(session=session, tenant_id=tenant_id, results=batch.results, event_id=event_id)
     batch.stored_ids = [i for i in ids if i in settled]
