@@ -1,10 +1,14 @@
 """An accepted webhook stored in one statement on PostgreSQL: its event, the repeat key that
-remembers its 202 answer, and the job that completes it, in one round trip instead of three.
+remembers its 202 answer, and the job that completes it, in one round trip instead of three,
+committed on its own (a single statement needs no transaction around it: it is stored whole or
+not at all).
 
-The answer names the event, whose id the database assigns: the key's remembered body is put
-together in the statement from the answer's two halves around that id, the same bytes the
-caller gets. When the key is already held (a repeat, or a key that expired), nothing but the
-event is stored, and the caller decides the rest as on any database."""
+The answer names the event, whose id is drawn from its sequence first: the key's remembered
+body is put together in the statement from the answer's two halves around that id, the same
+bytes the caller gets. When the key is already held (a repeat, or a key that expired), only the
+event is stored, as `received`, and the caller decides the rest in a transaction as on any
+database: a crash in between leaves an event that says it was never decided, never an accepted
+one without its job."""
 
 from __future__ import annotations
 
@@ -13,7 +17,20 @@ from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Select, Table, Text, bindparam, func, insert, literal, select, true
+from sqlalchemy import (
+    Engine,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+)
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
@@ -56,6 +73,17 @@ class Repeat:
     ttl_seconds: float
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An event stored by `store_accepted`."""
+
+    event_id: int
+    claimed: bool
+    """Whether its key (remembering the answer) and its job were stored with it."""
+    accepted: bool
+    """Whether it is stored as accepted; else as received, to be decided by the caller."""
+
+
 def store_accepted(
     session: Session,
     inbound: InboundRequest,
@@ -65,13 +93,15 @@ def store_accepted(
     repeat: Repeat,
     answer: AcceptedAnswer,
     due_at: datetime | None,
-) -> tuple[int, bool]:
-    """Store the event accepted in the caller's transaction; returns its id, and whether its
-    key (remembering `answer`) and its job are stored with it. On PostgreSQL they are, in the
-    same statement, unless the key is already held (a concurrent first claim of it is waited
-    for, as by `claim`); on SQLite the caller claims the key and stores the job."""
+) -> Stored:
+    """Store the event accepted. On PostgreSQL its key and job are stored with it, in one
+    statement committed at once, unless the key is already held (a concurrent first claim of it
+    is waited for, as by `claim`): the event is then stored as received. On SQLite, and for a
+    key no row can hold, the event is stored accepted in the caller's transaction, and the
+    caller claims the key and stores the job."""
     if dialect_of(session) != "postgresql" or not usable_key(repeat.key):
-        return insert_event(session, inbound, **_accepted(tenant_id, entity)), False
+        event_id = insert_event(session, inbound, **_accepted(tenant_id, entity))
+        return Stored(event_id, claimed=False, accepted=True)
     values = {f"event_{k}": v for k, v in _event(inbound, tenant_id, entity).items()}
     key = key_row(
         tenant_id=tenant_id,
@@ -85,8 +115,12 @@ def store_accepted(
     values.update({f"job_{k}": v for k, v in job.items()})
     values["head"] = _HEAD.decode()
     values["tail"] = answer.tail().decode()
-    row = session.connection().execute(_STATEMENT, values).one()
-    return int(row.event_id), row.claim_id is not None
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        row = connection.execute(_STATEMENT, values).one()
+    claimed = row.claim_id is not None
+    return Stored(int(row.event_id), claimed=claimed, accepted=claimed)
 
 
 def _accepted(tenant_id: int, entity: str) -> dict[str, Any]:
@@ -98,21 +132,16 @@ def _event(inbound: InboundRequest, tenant_id: int, entity: str) -> dict[str, An
 
 
 def _statement() -> Select[Any]:
-    sample = InboundRequest("webhook", "POST", "", None, {}, {}, b"")
-    event_columns = list(_event(sample, 0, ""))
-    event = (
-        insert(_EVENTS)
-        .values({c: bindparam(f"event_{c}", type_=_EVENTS.c[c].type) for c in event_columns})
-        .returning(_EVENTS.c.id)
-        .cte("event")
-    )
+    new_id = select(
+        func.nextval(func.pg_get_serial_sequence(_EVENTS.name, _EVENTS.c.id.name)).label("id")
+    ).cte("new_event")
     key_columns = [
         c
         for c in key_row(tenant_id=0, key="", fingerprint="", ttl_seconds=0, answer=None)
         if c != "body"
     ]
     body = func.convert_to(
-        bindparam("head", type_=Text) + sql_cast(event.c.id, Text) + bindparam("tail", type_=Text),
+        bindparam("head", type_=Text) + sql_cast(new_id.c.id, Text) + bindparam("tail", type_=Text),
         literal("UTF8"),
     )
     claimed = (
@@ -121,22 +150,41 @@ def _statement() -> Select[Any]:
             [*key_columns, "body"],
             select(
                 *(bindparam(f"key_{c}", type_=_KEYS.c[c].type) for c in key_columns), body
-            ).select_from(event),
+            ).select_from(new_id),
         )
         .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
         .returning(_KEYS.c.id)
         .cte("claimed")
     )
+    # Accepted with its key, else received: what the caller's transaction then decides.
+    was_claimed = exists(select(claimed.c.id))
+    decided = {
+        "status": case((was_claimed, bindparam("event_status")), else_=literal("received")),
+        "http_status": case((was_claimed, bindparam("event_http_status"))),
+    }
+    sample = InboundRequest("webhook", "POST", "", None, {}, {}, b"")
+    event_columns = list(_event(sample, 0, ""))
+    event = insert(_EVENTS).from_select(
+        ["id", *event_columns],
+        select(
+            new_id.c.id,
+            *(
+                decided.get(c, bindparam(f"event_{c}", type_=_EVENTS.c[c].type))
+                for c in event_columns
+            ),
+        ).select_from(new_id),
+    )
     job_columns = list(queue.webhook_job(0, None))
     job = insert(_JOBS).from_select(
         [*job_columns, "event_id"],
         select(
-            *(bindparam(f"job_{c}", type_=_JOBS.c[c].type) for c in job_columns), event.c.id
-        ).select_from(event.join(claimed, true())),
+            *(bindparam(f"job_{c}", type_=_JOBS.c[c].type) for c in job_columns), new_id.c.id
+        ).select_from(new_id.join(claimed, true())),
     )
     return (
-        select(event.c.id.label("event_id"), claimed.c.id.label("claim_id"))
-        .select_from(event.outerjoin(claimed, true()))
+        select(new_id.c.id.label("event_id"), claimed.c.id.label("claim_id"))
+        .select_from(new_id.outerjoin(claimed, true()))
+        .add_cte(event.cte("event"))
         .add_cte(job.cte("job"))
     )
 

@@ -153,6 +153,13 @@ def set_status(session: Session, event_id: int, **values: Any) -> None:
     )
 
 
+def mark_accepted(session: Session, event_id: int) -> None:
+    """A received event accepted (202), to be completed by its job: not processed yet."""
+    session.execute(
+        update(_EVENTS).where(_EVENTS.c.id == event_id).values(status="accepted", http_status=202)
+    )
+
+
 def mark_processed(
     session: Session, summaries: Sequence[tuple[int, dict[str, int]]], *, http_status: int
 ) -> None:

@@ -1,7 +1,8 @@
 """Zoho's callers: a workflow-rule webhook or a Notifications API callback is checked
 (credential, body, module, repeats) and stored in one transaction, committed before the answer:
 accepted (202) with the job that completes it, answered as a repeat, or refused; and a stored
-webhook event replayed."""
+webhook event replayed. On PostgreSQL an accepted webhook whose key is free is one statement,
+committed on its own (`acceptance`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from zoho_moodle_sync.ingress.events import (
     clean,
     copy_event,
     insert_event,
+    mark_accepted,
     mark_failed,
     mark_refused,
     redact_query,
@@ -204,7 +206,7 @@ def _accept(
     # Id-only events wait a moment, so that those arriving close together share one fetch.
     delay = settings.webhook_fetch_window_seconds if fetches else 0.0
     due_at = utcnow() + timedelta(seconds=delay) if delay else None
-    event_id, claimed_at_once = store_accepted(
+    arrived = store_accepted(
         session,
         inbound,
         tenant_id=tenant.id,
@@ -213,9 +215,10 @@ def _accept(
         answer=accepted,
         due_at=due_at,
     )
-    if claimed_at_once:
-        return accepted.answer(event_id)
+    event_id = arrived.event_id
     answer = accepted.answer(event_id)
+    if arrived.claimed:
+        return answer
     try:
         claimed = claim(
             session,
@@ -236,14 +239,16 @@ def _accept(
     if isinstance(claimed, Remembered):
         _not_accepted(session, event_id, caller_tenant_id, status="duplicate", http_status=None)
         return replayed(claimed)
+    if not arrived.accepted:
+        mark_accepted(session, event_id)
     queue.enqueue_webhook(session, tenant_id=tenant.id, event_id=event_id, due_at=due_at)
     return answer
 
 
 def _not_accepted(session: Session, event_id: int, tenant_id: int | None, **values: Any) -> None:
-    """An event stored as accepted turned out to be a repeat: as it would have been stored had
-    that been known first (no entity, and the caller's tenant). A refusal found this late is
-    stored the same way, by `mark_refused`."""
+    """An event stored to be accepted turned out to be a repeat: as it would have been stored
+    had that been known first (no entity, and the caller's tenant). A refusal found this late
+    is stored the same way, by `mark_refused`."""
     set_status(session, event_id, tenant_id=tenant_id, entity=None, **values)
 
 

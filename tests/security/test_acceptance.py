@@ -1,0 +1,120 @@
+"""How an accepted webhook is stored: on PostgreSQL its event, repeat key and job are one
+statement committed on its own; when the key is already held, the event waits as `received`
+until its transaction decides it, so no event is ever accepted without the job that completes
+it. The test client here runs no worker: what a test sees is what the answer left behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event as sql_event
+from sqlalchemy import select, update
+
+from tests.conftest import AUTH
+from tests.factories import StudentRecordFactory
+from tests.security.conftest import events
+from zoho_moodle_sync.api.app import create_app
+from zoho_moodle_sync.db.base import utcnow
+from zoho_moodle_sync.db.jobs import Job
+from zoho_moodle_sync.db.security import IdempotentRequest
+from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.ingress import webhooks
+from zoho_moodle_sync.settings import Settings
+
+
+@pytest.fixture
+def pg(db: Database, backend: str) -> Database:
+    if backend != "postgresql":
+        pytest.skip("the one-statement acceptance is PostgreSQL's")
+    return db
+
+
+@pytest.fixture
+def answering(settings: Settings, pg: Database) -> Iterator[TestClient]:
+    """The API alone: accepted webhooks stay accepted, with their jobs waiting."""
+    with TestClient(create_app(settings, pg), raise_server_exceptions=False, headers=AUTH) as c:
+        yield c
+
+
+def webhook(student: dict[str, Any]) -> dict[str, Any]:
+    return {"module": "BTEC_Students", "data": [student]}
+
+
+def jobs_by_event(db: Database) -> dict[int | None, int]:
+    with db.sessions() as session:
+        rows = session.execute(select(Job.event_id, Job.id).where(Job.kind == "webhook"))
+        return dict(rows.tuples().all())
+
+
+def test_an_accepted_webhook_is_one_statement_outside_any_transaction(
+    answering: TestClient, pg: Database
+) -> None:
+    answering.post("/v1/webhooks/zoho", json=webhook(StudentRecordFactory(Program=None)))
+    sent: list[tuple[str, bool]] = []
+
+    @sql_event.listens_for(pg.engine, "before_cursor_execute")
+    def note(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append((statement.lstrip()[:4], connection.connection.driver_connection.autocommit))
+
+    response = answering.post("/v1/webhooks/zoho", json=webhook(StudentRecordFactory(Program=None)))
+    sql_event.remove(pg.engine, "before_cursor_execute", note)
+
+    assert response.status_code == 202
+    assert sent == [("WITH", True)]
+    stored = events(pg)[-1]
+    assert (stored.id, stored.status, stored.http_status) == (
+        response.json()["event_id"],
+        "accepted",
+        202,
+    )
+    assert stored.processed_at is None
+    assert stored.id in jobs_by_event(pg)
+
+
+def test_a_webhook_whose_key_expired_is_received_then_accepted_with_its_job(
+    answering: TestClient, pg: Database
+) -> None:
+    body = webhook(StudentRecordFactory(Program=None))
+    key = {"Idempotency-Key": "zoho-rule-3-run-1"}
+    first = answering.post("/v1/webhooks/zoho", json=body, headers=key)
+    with pg.sessions.begin() as session:
+        session.execute(
+            update(IdempotentRequest).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+    again = answering.post("/v1/webhooks/zoho", json=body, headers=key)
+
+    assert first.status_code == again.status_code == 202
+    assert again.json()["event_id"] > first.json()["event_id"]
+    assert [(e.status, e.http_status, e.processed_at) for e in events(pg)] == [
+        ("accepted", 202, None)
+    ] * 2
+    assert set(jobs_by_event(pg)) == {first.json()["event_id"], again.json()["event_id"]}
+
+
+def test_a_webhook_that_fails_after_it_was_stored_is_never_accepted_without_its_job(
+    answering: TestClient, pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = webhook(StudentRecordFactory(Program=None))
+    first = answering.post("/v1/webhooks/zoho", json=body)
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("a defect while deciding a repeat")
+
+    monkeypatch.setattr(webhooks, "claim", broken)
+    again = answering.post("/v1/webhooks/zoho", json=body)
+
+    assert first.status_code == 202
+    assert again.status_code == 500
+    stored = events(pg)
+    jobs = jobs_by_event(pg)
+    assert [e.id for e in stored if e.status == "accepted"] == [first.json()["event_id"]]
+    assert set(jobs) == {first.json()["event_id"]}
+    # What arrived is kept: as received (its statement committed before the defect), and as
+    # the failure the answer reports.
+    assert sorted(e.status for e in stored[1:]) == ["failed", "received"]
+    assert all(e.body == stored[0].body for e in stored)
