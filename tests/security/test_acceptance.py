@@ -1,11 +1,13 @@
-"""How an accepted webhook is stored: on PostgreSQL its event, repeat key and job are one
-statement committed on its own; when the key is already held, the event waits as `received`
-until its transaction decides it, so no event is ever accepted without the job that completes
-it. The test client here runs no worker: what a test sees is what the answer left behind."""
+"""How what arrives is stored on PostgreSQL. An accepted webhook's event, repeat key and job
+are one statement committed on its own; when the key is already held, the event waits as
+`received` until its transaction decides it, so no event is ever accepted without the job that
+completes it. A sync's event is committed on its own before its records are processed, unless
+an Idempotency-Key must be claimed with it. The test client here runs no worker: what a test
+sees is what the answer left behind."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -50,18 +52,35 @@ def jobs_by_event(db: Database) -> dict[int | None, int]:
         return dict(rows.tuples().all())
 
 
+def sent_during(db: Database, send: Callable[[], Any]) -> list[tuple[str, bool]]:
+    """The statements `send` made the server send: their first word, and whether each was
+    sent in autocommit (on its own) rather than in a transaction."""
+    sent: list[tuple[str, bool]] = []
+
+    @sql_event.listens_for(db.engine, "before_cursor_execute")
+    def note(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        autocommit = connection.connection.driver_connection.autocommit
+        sent.append((statement.lstrip().split(None, 1)[0], autocommit))
+
+    try:
+        send()
+    finally:
+        sql_event.remove(db.engine, "before_cursor_execute", note)
+    return sent
+
+
 def test_an_accepted_webhook_is_one_statement_outside_any_transaction(
     answering: TestClient, pg: Database
 ) -> None:
     answering.post("/v1/webhooks/zoho", json=webhook(StudentRecordFactory(Program=None)))
-    sent: list[tuple[str, bool]] = []
-
-    @sql_event.listens_for(pg.engine, "before_cursor_execute")
-    def note(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append((statement.lstrip()[:4], connection.connection.driver_connection.autocommit))
-
-    response = answering.post("/v1/webhooks/zoho", json=webhook(StudentRecordFactory(Program=None)))
-    sql_event.remove(pg.engine, "before_cursor_execute", note)
+    answers: list[Any] = []
+    sent = sent_during(
+        pg,
+        lambda: answers.append(
+            answering.post("/v1/webhooks/zoho", json=webhook(StudentRecordFactory(Program=None)))
+        ),
+    )
+    response = answers[0]
 
     assert response.status_code == 202
     assert sent == [("WITH", True)]
@@ -73,6 +92,26 @@ def test_an_accepted_webhook_is_one_statement_outside_any_transaction(
     )
     assert stored.processed_at is None
     assert stored.id in jobs_by_event(pg)
+
+
+def test_a_sync_stores_its_event_on_its_own_then_processes_it_in_a_transaction(
+    answering: TestClient, pg: Database
+) -> None:
+    def sync_one(**headers: str) -> None:
+        body = {"data": [StudentRecordFactory(Program=None)]}
+        response = answering.post("/v1/sync/students", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+
+    sync_one()
+    without_key = sent_during(pg, sync_one)
+    with_key = sent_during(pg, lambda: sync_one(**{"Idempotency-Key": "resync-7"}))
+
+    assert without_key[0] == ("INSERT", True)
+    assert len(without_key) > 1
+    assert not any(autocommit for _, autocommit in without_key[1:])
+    # With a key, the event and the key's claim are one transaction.
+    assert with_key[0] == ("INSERT", False)
+    assert not any(autocommit for _, autocommit in with_key)
 
 
 def test_a_webhook_whose_key_expired_is_received_then_accepted_with_its_job(

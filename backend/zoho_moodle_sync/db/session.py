@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from zoho_moodle_sync.settings import Settings
@@ -128,6 +128,17 @@ def private_sqlite_file(path: Path) -> None:
     for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
         if file.exists():
             file.chmod(0o600)
+
+
+@contextlib.contextmanager
+def on_its_own(session: Session) -> Iterator[Connection]:
+    """A connection to the session's database, outside its transaction, on which every
+    statement commits on its own (autocommit): for a write that is one statement, atomic by
+    itself, it spares the `BEGIN` and `COMMIT` round trips."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -18,7 +18,6 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
-    Engine,
     Select,
     Table,
     Text,
@@ -38,6 +37,7 @@ from sqlalchemy.orm import Session
 from zoho_moodle_sync.db.jobs import Job
 from zoho_moodle_sync.db.models import InboundEvent
 from zoho_moodle_sync.db.security import IdempotentRequest
+from zoho_moodle_sync.db.session import on_its_own
 from zoho_moodle_sync.ingress.events import Answer, InboundRequest, event_row, insert_event
 from zoho_moodle_sync.ingress.idempotency import key_row, usable_key
 from zoho_moodle_sync.jobs import queue
@@ -115,9 +115,7 @@ def store_accepted(
     values.update({f"job_{k}": v for k, v in job.items()})
     values["head"] = _HEAD.decode()
     values["tail"] = answer.tail().decode()
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with on_its_own(session) as connection:
         row = connection.execute(_STATEMENT, values).one()
     claimed = row.claim_id is not None
     return Stored(int(row.event_id), claimed=claimed, accepted=claimed)

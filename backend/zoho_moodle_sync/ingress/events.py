@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import ENTITY_TABLES, InboundEvent, ParkedRecord, RecordOutcome
-from zoho_moodle_sync.db.session import Database
+from zoho_moodle_sync.db.session import Database, on_its_own
 from zoho_moodle_sync.entities import ENTITY_BY_KEY
 from zoho_moodle_sync.errors import NotFound, RequestRejected
+from zoho_moodle_sync.service.sql import dialect_of
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,16 @@ def insert_event(
     tenant_id: int | None,
     entity: str | None,
     status: str = "received",
+    at_once: bool = False,
     **outcome: Any,
 ) -> int:
     """Store the raw request in the caller's transaction, with its status when it is already
-    decided (`outcome`: `http_status`, `error`); returns its id."""
+    decided (`outcome`: `http_status`, `error`); returns its id. `at_once`: on PostgreSQL,
+    committed at once by itself instead (the caller's transaction writes nothing else)."""
     values = event_row(request, tenant_id=tenant_id, entity=entity, status=status, **outcome)
+    if at_once and dialect_of(session) == "postgresql":
+        with on_its_own(session) as connection:
+            return int(connection.execute(_INSERT_EVENT, values).scalar_one())
     event_id: int = session.connection().execute(_INSERT_EVENT, values).scalar_one()
     return event_id
 

@@ -179,7 +179,9 @@ def _arrive(
             )
         else:
             assert tenant is not None
-            event_id = insert_event(session, inbound, **stored_as)
+            # Without a key to claim with it, the event is the transaction's only write.
+            at_once = idempotency_key is None
+            event_id = insert_event(session, inbound, at_once=at_once, **stored_as)
             outcome = event_id, tenant, None
             if idempotency_key is not None:
                 fingerprint = request_digest(inbound.method, inbound.route, inbound.body)
