@@ -1,9 +1,9 @@
 """How what arrives is stored on PostgreSQL. An accepted webhook's event, repeat key and job
 are one statement committed on its own; when the key is already held, the event waits as
 `received` until its transaction decides it, so no event is ever accepted without the job that
-completes it. A sync's event is committed on its own before its records are processed, unless
-an Idempotency-Key must be claimed with it. The test client here runs no worker: what a test
-sees is what the answer left behind."""
+completes it (and a defect meanwhile marks that event failed). A sync's event is committed on
+its own before its records are processed, unless an Idempotency-Key must be claimed with it.
+The test client here runs no worker: what a test sees is what the answer left behind."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def test_a_webhook_that_fails_after_it_was_stored_is_never_accepted_without_its_
     jobs = jobs_by_event(pg)
     assert [e.id for e in stored if e.status == "accepted"] == [first.json()["event_id"]]
     assert set(jobs) == {first.json()["event_id"]}
-    # What arrived is kept: as received (its statement committed before the defect), and as
-    # the failure the answer reports.
-    assert sorted(e.status for e in stored[1:]) == ["failed", "received"]
-    assert all(e.body == stored[0].body for e in stored)
+    # What arrived is kept once: the event committed before the defect, marked failed.
+    assert [(e.status, e.http_status) for e in stored[1:]] == [("failed", 500)]
+    assert "a defect while deciding a repeat" in (stored[1].error or "")
+    assert stored[1].body == stored[0].body

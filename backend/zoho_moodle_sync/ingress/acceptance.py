@@ -82,6 +82,8 @@ class Stored:
     """Whether its key (remembering the answer) and its job were stored with it."""
     accepted: bool
     """Whether it is stored as accepted; else as received, to be decided by the caller."""
+    committed: bool
+    """Whether it is committed already (on its own), or goes with the caller's transaction."""
 
 
 def store_accepted(
@@ -101,7 +103,7 @@ def store_accepted(
     caller claims the key and stores the job."""
     if dialect_of(session) != "postgresql" or not usable_key(repeat.key):
         event_id = insert_event(session, inbound, **_accepted(tenant_id, entity))
-        return Stored(event_id, claimed=False, accepted=True)
+        return Stored(event_id, claimed=False, accepted=True, committed=False)
     values = {f"event_{k}": v for k, v in _event(inbound, tenant_id, entity).items()}
     key = key_row(
         tenant_id=tenant_id,
@@ -118,7 +120,7 @@ def store_accepted(
     with on_its_own(session) as connection:
         row = connection.execute(_STATEMENT, values).one()
     claimed = row.claim_id is not None
-    return Stored(int(row.event_id), claimed=claimed, accepted=claimed)
+    return Stored(int(row.event_id), claimed=claimed, accepted=claimed, committed=True)
 
 
 def _accepted(tenant_id: int, entity: str) -> dict[str, Any]:

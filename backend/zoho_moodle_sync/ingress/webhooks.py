@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,7 +29,7 @@ from zoho_moodle_sync.errors import (
     Unauthenticated,
     Unprocessable,
 )
-from zoho_moodle_sync.ingress.acceptance import AcceptedAnswer, Repeat, store_accepted
+from zoho_moodle_sync.ingress.acceptance import AcceptedAnswer, Repeat, Stored, store_accepted
 from zoho_moodle_sync.ingress.events import (
     Answer,
     InboundRequest,
@@ -153,6 +153,9 @@ def _receive(db: Database, inbound: InboundRequest, decide: Decide) -> Answer:
             outcome = decide(session)
     except SQLAlchemyError:
         raise  # the database is unavailable: nothing is stored, the caller tries again
+    except _StoredThenFailed as failed:
+        mark_failed(db, failed.event_id, failed.error)
+        raise failed.error from None
     except Exception as error:
         with db.sessions.begin() as session:
             event_id = insert_event(session, inbound, tenant_id=None, entity=None)
@@ -215,17 +218,51 @@ def _accept(
         answer=accepted,
         due_at=due_at,
     )
-    event_id = arrived.event_id
-    answer = accepted.answer(event_id)
+    answer = accepted.answer(arrived.event_id)
     if arrived.claimed:
         return answer
+    repeat = Repeat(key, fingerprint, ttl)
+    try:
+        return _decide_repeat(
+            session, arrived, repeat, answer, idempotency_key, due_at, caller_tenant_id, tenant.id
+        )
+    except (RequestRejected, SQLAlchemyError):
+        raise
+    except Exception as error:
+        if not arrived.committed:
+            raise  # the event goes with the transaction: stored anew as failed
+        raise _StoredThenFailed(arrived.event_id, error) from error
+
+
+class _StoredThenFailed(Exception):
+    """A defect after the event was committed on its own: that event is marked failed."""
+
+    def __init__(self, event_id: int, error: Exception) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+        self.error = error
+
+
+def _decide_repeat(
+    session: Session,
+    arrived: Stored,
+    repeat: Repeat,
+    answer: Answer,
+    idempotency_key: str | None,
+    due_at: datetime | None,
+    caller_tenant_id: int | None,
+    tenant_id: int,
+) -> Answer | RequestRejected:
+    """An event whose key was not stored with it: the key claimed now (and the event accepted
+    with its job), or the first answer replayed, or the repeat refused."""
+    event_id = arrived.event_id
     try:
         claimed = claim(
             session,
-            tenant_id=tenant.id,
-            key=key,
-            fingerprint=fingerprint,
-            ttl_seconds=ttl,
+            tenant_id=tenant_id,
+            key=repeat.key,
+            fingerprint=repeat.fingerprint,
+            ttl_seconds=repeat.ttl_seconds,
             answer=answer,
         )
     except Conflict as error:
@@ -241,7 +278,7 @@ def _accept(
         return replayed(claimed)
     if not arrived.accepted:
         mark_accepted(session, event_id)
-    queue.enqueue_webhook(session, tenant_id=tenant.id, event_id=event_id, due_at=due_at)
+    queue.enqueue_webhook(session, tenant_id=tenant_id, event_id=event_id, due_at=due_at)
     return answer
 
 
