@@ -209,19 +209,19 @@ def _accept(
     # Id-only events wait a moment, so that those arriving close together share one fetch.
     delay = settings.webhook_fetch_window_seconds if fetches else 0.0
     due_at = utcnow() + timedelta(seconds=delay) if delay else None
+    repeat = Repeat(key, fingerprint, ttl)
     arrived = store_accepted(
         session,
         inbound,
         tenant_id=tenant.id,
         entity=spec.key,
-        repeat=Repeat(key, fingerprint, ttl),
+        repeat=repeat,
         answer=accepted,
         due_at=due_at,
     )
     answer = accepted.answer(arrived.event_id)
     if arrived.claimed:
         return answer
-    repeat = Repeat(key, fingerprint, ttl)
     try:
         return _decide_repeat(
             session, arrived, repeat, answer, idempotency_key, due_at, caller_tenant_id, tenant.id
