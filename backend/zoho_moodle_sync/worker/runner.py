@@ -50,8 +50,11 @@ class Worker:
         self._http = http
         self._zoho_http = zoho_http
         self._stopping = asyncio.Event()
-        self._scheduled_at: float | None = None
-        self._periodic_at: float | None = None
+        self._scheduling = _AtMostEvery(SCHEDULE_SECONDS)
+        # Upkeep and reconciliation jobs are due minutes apart, and a worker busy with a burst
+        # of webhooks or deliveries runs rounds back to back, each of which would otherwise
+        # look for every kind of them again.
+        self._periodic = _AtMostEvery(settings.worker_poll_seconds)
         self._deliveries = Deliveries(
             db, settings, worker_id=self.worker_id, stopping=self._stopping
         )
@@ -108,7 +111,7 @@ class Worker:
             settled += await completion.complete_due(
                 self.db, self.settings, worker_id=self.worker_id, http=zoho_http
             )
-        periodic = draining or self._periodic_due()
+        periodic = draining or self._periodic.due()
         if periodic and self.kinds & set(upkeep.UPKEEP_KINDS) and not self._stopping.is_set():
             settled += await upkeep.run_due(
                 self.db, self.settings, worker_id=self.worker_id, kinds=self.kinds
@@ -130,26 +133,27 @@ class Worker:
             )
         return settled
 
-    def _periodic_due(self) -> bool:
-        """Whether to look for due upkeep and reconciliation jobs this round: at most once per
-        `WORKER_POLL_SECONDS`. They are due minutes apart, and a worker busy with a burst of
-        webhooks or deliveries runs rounds back to back, each of which would otherwise look
-        for every kind of them again."""
-        now = time.monotonic()
-        if self._periodic_at is not None and now - self._periodic_at < (
-            self.settings.worker_poll_seconds
-        ):
-            return False
-        self._periodic_at = now
-        return True
-
     async def _schedule(self) -> None:
         """Queue the periodic jobs, now and then (each is queued once, whoever does it)."""
         if not self.kinds & {*upkeep.UPKEEP_KINDS, *reconciling.RECONCILE_KINDS}:
             return
-        now = time.monotonic()
-        if self._scheduled_at is not None and now - self._scheduled_at < SCHEDULE_SECONDS:
+        if not self._scheduling.due():
             return
-        self._scheduled_at = now
         await asyncio.to_thread(upkeep.schedule, self.db, self.settings, self.kinds)
         await asyncio.to_thread(reconciling.schedule, self.db, self.settings, self.kinds)
+
+
+class _AtMostEvery:
+    """Says yes at most once per `seconds` (the first time, and then once that long has passed
+    since the last yes)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True
