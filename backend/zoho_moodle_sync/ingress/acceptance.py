@@ -80,10 +80,15 @@ class Stored:
     event_id: int
     claimed: bool
     """Whether its key (remembering the answer) and its job were stored with it."""
-    accepted: bool
-    """Whether it is stored as accepted; else as received, to be decided by the caller."""
     committed: bool
     """Whether it is committed already (on its own), or goes with the caller's transaction."""
+
+    @property
+    def accepted(self) -> bool:
+        """Whether it is stored as accepted; else as received, to be decided by the caller.
+        Committed on its own, it is accepted only with its key; in the caller's transaction,
+        always (and marked otherwise there if the request turns out to be a repeat)."""
+        return self.claimed or not self.committed
 
 
 def store_accepted(
@@ -103,7 +108,7 @@ def store_accepted(
     caller claims the key and stores the job."""
     if dialect_of(session) != "postgresql" or not usable_key(repeat.key):
         event_id = insert_event(session, inbound, **_accepted(tenant_id, entity))
-        return Stored(event_id, claimed=False, accepted=True, committed=False)
+        return Stored(event_id, claimed=False, committed=False)
     values = {f"event_{k}": v for k, v in _event(inbound, tenant_id, entity).items()}
     key = key_row(
         tenant_id=tenant_id,
@@ -119,8 +124,7 @@ def store_accepted(
     values["tail"] = answer.tail().decode()
     with on_its_own(session) as connection:
         row = connection.execute(_STATEMENT, values).one()
-    claimed = row.claim_id is not None
-    return Stored(int(row.event_id), claimed=claimed, accepted=claimed, committed=True)
+    return Stored(int(row.event_id), claimed=row.claim_id is not None, committed=True)
 
 
 def _accepted(tenant_id: int, entity: str) -> dict[str, Any]:
