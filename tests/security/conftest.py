@@ -13,13 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.types import ASGIApp
 
 from tests.conftest import AUTH, WorkingClient, sync
@@ -40,7 +41,9 @@ from tests.fakes.zoho import (
     FakeZoho,
 )
 from zoho_moodle_sync.api.app import create_app
+from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.models import InboundEvent
+from zoho_moodle_sync.db.security import IdempotentRequest
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.settings import Settings
 
@@ -130,6 +133,14 @@ def enrollment_of(college: dict[str, list[Record]]) -> Record:
 def events(db: Database) -> list[InboundEvent]:
     with db.sessions() as session:
         return list(session.scalars(select(InboundEvent).order_by(InboundEvent.id)))
+
+
+def expire_every_key(db: Database) -> None:
+    """Every repeat and Idempotency-Key past its expiry, without waiting for it."""
+    with db.sessions.begin() as session:
+        session.execute(
+            update(IdempotentRequest).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 def event(db: Database, event_id: int) -> InboundEvent:

@@ -8,21 +8,18 @@ The test client here runs no worker: what a test sees is what the answer left be
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event as sql_event
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests.conftest import AUTH
 from tests.factories import StudentRecordFactory
-from tests.security.conftest import events
+from tests.security.conftest import events, expire_every_key
 from zoho_moodle_sync.api.app import create_app
-from zoho_moodle_sync.db.base import utcnow
 from zoho_moodle_sync.db.jobs import Job
-from zoho_moodle_sync.db.security import IdempotentRequest
 from zoho_moodle_sync.db.session import Database
 from zoho_moodle_sync.ingress import webhooks
 from zoho_moodle_sync.settings import Settings
@@ -120,10 +117,7 @@ def test_a_webhook_whose_key_expired_is_received_then_accepted_with_its_job(
     body = webhook(StudentRecordFactory(Program=None))
     key = {"Idempotency-Key": "zoho-rule-3-run-1"}
     first = answering.post("/v1/webhooks/zoho", json=body, headers=key)
-    with pg.sessions.begin() as session:
-        session.execute(
-            update(IdempotentRequest).values(expires_at=utcnow() - timedelta(seconds=1))
-        )
+    expire_every_key(pg)
 
     again = answering.post("/v1/webhooks/zoho", json=body, headers=key)
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
 from tests.conftest import AUTH, sync, tenant_with_secret
 from tests.factories import (
@@ -34,6 +34,7 @@ from tests.security.conftest import (
     enrollment_of,
     event,
     events,
+    expire_every_key,
     record_view,
     serving,
     store_prerequisites,
@@ -63,13 +64,6 @@ def outcomes(db: Database) -> list[tuple[str, str, str]]:
             )
         )
         return [(e, z, o) for e, z, o in rows]
-
-
-def expire_every_key(db: Database) -> None:
-    with db.sessions.begin() as session:
-        session.execute(
-            update(IdempotentRequest).values(expires_at=utcnow() - timedelta(seconds=1))
-        )
 
 
 def later_version(record: Record, **changes: Any) -> Record:
