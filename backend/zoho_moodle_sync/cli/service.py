@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from zoho_moodle_sync import tenants
+from zoho_moodle_sync import memory, tenants
 from zoho_moodle_sync.cli.common import (
     DatabaseUrl,
     app,
@@ -45,6 +45,7 @@ def serve(
     # walks them again and again while they are still in use: measured at about a fifth of
     # the server's CPU. Request data is freed by reference counting; cycles are rare here.
     gc.set_threshold(50_000)
+    memory.settle_allocator()
     logging.getLogger("uvicorn.access").addFilter(QueryCredentialFilter())
     typer.echo(f"database: {settings.database_label()}", err=True)
     uvicorn.run(
@@ -101,6 +102,7 @@ def worker(database_url: DatabaseUrl = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    memory.settle_allocator()
     db = open_database(settings)
 
     async def run() -> None:

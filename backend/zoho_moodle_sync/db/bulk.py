@@ -9,8 +9,6 @@ import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import Connection, Dialect, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
@@ -57,6 +55,8 @@ def append(session: Session, table: Table, rows: Sequence[Row]) -> None:
     if connection.dialect.name != "postgresql" or len(rows) == 1:
         connection.execute(insert(table), list(rows))
         return
+    from psycopg import sql  # PostgreSQL's driver, loaded only where it is used
+
     columns = tuple(rows[0])
     convert = _converter(table, columns, connection.dialect)
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -72,6 +72,8 @@ def _driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
     """A psycopg cursor on the session's connection and transaction. A driver error is raised
     as SQLAlchemy would raise it: its own exception type (so a database restart is an
     OperationalError to the callers), the parameters left out, a broken connection dropped."""
+    import psycopg  # PostgreSQL's driver, loaded only where it is used
+
     dbapi_connection = connection.connection
     cursor: Any = dbapi_connection.cursor()
     try:

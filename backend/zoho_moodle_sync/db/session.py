@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -71,6 +70,8 @@ def _still_open(dbapi_connection: Any) -> bool:
     """Whether an idle psycopg connection is still usable, without a round trip: the server
     sends nothing on an idle connection unless it ends it (a restart, an administrator, an idle
     timeout), so a socket with something to read means the connection is gone."""
+    import psycopg  # loaded already with the connection; not at all on SQLite
+
     if dbapi_connection.closed or dbapi_connection.broken:
         return False
     try:
@@ -152,7 +153,7 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url)
         self.sessions = make_sessionmaker(self.engine)
-        self._batch_turn = threading.Lock() if self.is_sqlite else None
+        self._batch_turn = threading.RLock() if self.is_sqlite else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -167,10 +168,11 @@ class Database:
 
     @contextlib.contextmanager
     def batch_turn(self) -> Iterator[None]:
-        """On SQLite, one batch of records at a time in this process, from decoding it to
-        committing it: SQLite writes one transaction at a time anyway, and a second batch
-        decoded while the first holds the file only added its memory (docs/performance.md).
-        On PostgreSQL, batches run side by side."""
+        """On SQLite, one batch of records at a time in this process, from storing its body
+        to committing its records (a thread holding the turn may take it again): SQLite
+        writes one transaction at a time anyway, and a second batch stored and decoded while
+        the first holds the file only added its memory (docs/performance.md). On PostgreSQL,
+        batches run side by side."""
         if self._batch_turn is None:
             yield
             return

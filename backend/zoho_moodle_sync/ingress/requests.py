@@ -117,11 +117,24 @@ def sync(
             )
         return None
 
-    arrival = _arrive(db, settings, inbound, caller, spec, check, idempotency_key)
-    if isinstance(arrival, Answer):
-        return arrival
-    event_id, tenant, claim = arrival
-    assert spec is not None
+    with db.batch_turn():  # on SQLite, from storing the body to the records' commit
+        arrival = _arrive(db, settings, inbound, caller, spec, check, idempotency_key)
+        if isinstance(arrival, Answer):
+            return arrival
+        assert spec is not None
+        return _process(db, settings, inbound, spec, *arrival)
+
+
+def _process(
+    db: Database,
+    settings: Settings,
+    inbound: InboundRequest,
+    spec: EntitySpec,
+    event_id: int,
+    tenant: TenantContext,
+    claim: int | None,
+) -> Answer:
+    """Process a stored sync request's records, and keep its answer for its key, if any."""
     try:
         report = run_sync(
             db,
