@@ -65,6 +65,7 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker %s started", self.worker_id)
+        idle = _IdleWait(self.settings.worker_poll_seconds)
         async with self._clients() as (http, zoho_http):
             while not self._stopping.is_set():
                 try:
@@ -72,11 +73,10 @@ class Worker:
                 except Exception:  # keep working on other jobs after a defect; it is logged
                     log.exception("worker %s: unexpected error", self.worker_id)
                     done = 0
-                if not done:
+                wait = idle.after(done)
+                if wait:
                     with suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._stopping.wait(), timeout=self.settings.worker_poll_seconds
-                        )
+                        await asyncio.wait_for(self._stopping.wait(), timeout=wait)
         log.info("worker %s stopped", self.worker_id)
 
     async def drain(self, *, max_rounds: int = 100) -> int:
@@ -157,3 +157,25 @@ class _AtMostEvery:
             return False
         self._last = now
         return True
+
+
+class _IdleWait:
+    """How long to wait before the next round: none after a round that settled something;
+    after an empty round, a quarter of the poll interval while work was recent (for a poll
+    interval's worth of empty rounds), so that the tail of a burst is done within a fraction
+    of the interval; then the whole poll interval."""
+
+    BUSY_SHARE = 4
+
+    def __init__(self, poll_seconds: float) -> None:
+        self.poll_seconds = poll_seconds
+        self._empty_rounds = self.BUSY_SHARE  # an idle start: the whole interval
+
+    def after(self, settled: int) -> float:
+        if settled:
+            self._empty_rounds = 0
+            return 0.0
+        self._empty_rounds += 1
+        if self._empty_rounds <= self.BUSY_SHARE:
+            return self.poll_seconds / self.BUSY_SHARE
+        return self.poll_seconds
