@@ -13,7 +13,7 @@ reuse, spread over one arena per thread that allocated them. Three things keep t
   high-water mark;
 - after a large batch, `malloc_trim` returns what the arena kept of it (`release_after`).
 
-Elsewhere than glibc both do nothing (docs/decisions.md)."""
+Elsewhere than glibc none of this does anything (docs/decisions.md)."""
 
 from __future__ import annotations
 
