@@ -73,11 +73,22 @@ def shoot(driver: Any, name: str, backend: str) -> None:
 def shown(driver: Any, by: str, value: str, text: str) -> str:
     """The text of the element once it holds `text` (after a click, the browser may still show
     the page it is leaving)."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
     def holds(current: Any) -> str | None:
-        found: str = current.find_element(by, value).text
+        try:
+            found: str = current.find_element(by, value).text
+        except WebDriverException as error:
+            # Chromium's driver sometimes reports an element of the page being left as this
+            # rather than as a stale element: the same thing, so wait for the next page.
+            if "does not belong to the document" not in str(error.msg):
+                raise
+            return None
         return found if text in found else None
 
     waiting = WebDriverWait(
